@@ -1,0 +1,107 @@
+"""The one small interface every LLM backend implements.
+
+A backend takes a whole batch of chat requests and yields completions as
+they finish (so the completion store can commit each answer the moment it
+arrives); batching, concurrency and retries live below this line, as in
+vLLM's offline API. `generate` collects them back into input order.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """Decoding options; part of the completion-store key."""
+
+    temperature: float = 0.6
+    top_p: float = 0.1
+    max_tokens: int = 256
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion request.
+
+    `messages` are `{"role": ..., "content": ...}` dicts. `json_schema`, when
+    set, asks backends that can constrain decoding to return JSON of that
+    schema; others get it in the prompt and the caller validates.
+    """
+
+    messages: tuple[dict[str, str], ...]
+    sampling: SamplingParams = SamplingParams()
+    json_schema: dict[str, Any] | None = None
+
+    def canonical(self) -> str:
+        """A stable text form of everything that decides the answer (for the store key)."""
+        return json.dumps(
+            {
+                "messages": list(self.messages),
+                "sampling": dataclasses.asdict(self.sampling),
+                "json_schema": self.json_schema,
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+
+
+@dataclasses.dataclass
+class Completion:
+    """A backend's answer to one request, with usage for throughput reports."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cached: bool = False
+
+
+class Backend(abc.ABC):
+    """Base class of LLM backends; subclasses register with `@register_backend`."""
+
+    name: ClassVar[str]
+
+    @property
+    @abc.abstractmethod
+    def model_id(self) -> str:
+        """The resolved model (HF id, path or server model name)."""
+
+    @property
+    def model_revision(self) -> str:
+        """A revision/fingerprint of the weights when known (part of the store key)."""
+        return ""
+
+    @abc.abstractmethod
+    def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        """Yield `(index into requests, completion)` in completion order.
+
+        Raises `BackendError` for fatal failures (unknown model, 401, context
+        too long); transient ones are retried with bounded backoff first.
+        """
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        """All completions, in input order."""
+        results: list[Completion | None] = [None] * len(requests)
+        for index, completion in self.generate_iter(requests):
+            results[index] = completion
+        missing = [i for i, c in enumerate(results) if c is None]
+        if missing:
+            raise RuntimeError(f"{self.name} backend returned no completion for requests {missing[:5]}")
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Release servers, sessions or GPU memory held by the backend."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,59 @@
+"""The `llmrec` command line.
+
+Commands live in `llmrec.commands.*`, one module per stage; this module only
+wires them together and turns user errors (`LLMRecError`) into one-line
+messages with a non-zero exit code instead of tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from llmrec.commands import info as info_cmd
+from llmrec.errors import LLMRecError
+from llmrec.logs import configure_logging
+
+app = typer.Typer(
+    name="llmrec",
+    help="LLM-augmented graph recommendation with local, open models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    configure_logging(verbose)
+
+
+app.command("info")(info_cmd.info)
+
+# Stage commands: each module registers its own commands / sub-apps.
+# --- command registrations (one line per module) ---
+# --- end of command registrations ---
+
+
+def main() -> None:
+    """Console-script entry point: run the app, reporting user errors as one line."""
+    try:
+        exit_code = app(standalone_mode=False)
+    except LLMRecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
