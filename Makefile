@@ -1,0 +1,27 @@
+# The two front-door commands (README): `make demo` and `make test`.
+# Both build the environments they need first; rebuilding is skipped when
+# nothing changed (scripts/setup keeps a stamp of its inputs).
+
+VENV ?= .venv
+export LLMREC_DATA_MIRROR ?= $(abspath ../shared/data)
+export DGLBACKEND = pytorch
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+
+.PHONY: setup setup-vllm demo test bench
+
+setup:
+	scripts/setup
+
+setup-vllm: setup
+	scripts/setup-vllm
+
+demo: setup
+	$(VENV)/bin/llmrec data prepare ml-latest-small --run runs/demo
+	$(VENV)/bin/llmrec data info runs/demo
+
+test: setup setup-vllm
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup setup-vllm
+	$(VENV)/bin/python -m bench

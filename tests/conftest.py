@@ -1,0 +1,45 @@
+"""Shared test fixtures.
+
+Tests run against real data: the MovieLens mirror that CI points
+`LLMREC_DATA_MIRROR` at (`../shared/data` beside the checkout). Each test gets
+its own `LLMREC_HOME` so caches and completion stores never leak between tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_default_mirror = REPO_ROOT.parent / "shared" / "data"
+if "LLMREC_DATA_MIRROR" not in os.environ and _default_mirror.is_dir():
+    os.environ["LLMREC_DATA_MIRROR"] = str(_default_mirror)
+
+
+@pytest.fixture(scope="session")
+def data_mirror() -> Path:
+    """The offline MovieLens mirror; a missing mirror is a set-up error, not a skip."""
+    mirror = os.environ.get("LLMREC_DATA_MIRROR")
+    if not mirror or not (Path(mirror) / "ml-latest-small" / "ratings.csv").is_file():
+        pytest.fail("LLMREC_DATA_MIRROR must point at a folder holding ml-latest-small/ (see README)")
+    return Path(mirror)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh LLMREC_HOME per test, unless a test asks for the shared one."""
+    home = tmp_path_factory.mktemp("llmrec_home")
+    monkeypatch.setenv("LLMREC_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def shared_home() -> Path:
+    """The session-wide LLMREC_HOME: converted models live here so they are built once."""
+    return Path(os.environ.get("LLMREC_SHARED_HOME", REPO_ROOT / ".cache" / "llmrec"))
