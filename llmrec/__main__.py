@@ -1,0 +1,5 @@
+"""`python -m llmrec` runs the CLI."""
+
+from llmrec.cli import main
+
+main()
