@@ -20,8 +20,10 @@ demo: setup
 	$(VENV)/bin/llmrec data prepare ml-latest-small --run runs/demo
 	$(VENV)/bin/llmrec data info runs/demo
 
+# pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
 test: setup setup-vllm
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: setup setup-vllm
 	$(VENV)/bin/python -m bench
