@@ -1,0 +1,109 @@
+"""Prompt templates: Jinja files rendered in a sandbox into chat messages.
+
+One template per augmentation (`edges.jinja`, `profiles.jinja`,
+`attributes.jinja`) ships in this package; `--prompts-dir` points at a folder
+whose `<name>.jinja` files replace them. A template defines two blocks,
+`system` and `user`, which become the two chat messages.
+
+Templates are user input, so they run in Jinja's immutable sandbox with
+`StrictUndefined`: attribute access to internals (`__class__`, `__globals__`)
+and mutation of the context raise a `PromptError` instead of running code, and
+a misspelt variable fails loudly instead of rendering as empty text. The
+sha256 of a template's source is stored with every answer it produced, so an
+edited prompt never silently mixes with answers to the old one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from llmrec.artifacts import sha256_text
+from llmrec.errors import ConfigError
+
+TEMPLATE_NAMES = ("edges", "profiles", "attributes")
+MESSAGE_BLOCKS = ("system", "user")
+
+
+class PromptError(ConfigError):
+    """A prompt template is missing, malformed, or tried something the sandbox forbids."""
+
+
+@functools.lru_cache(maxsize=1)
+def _sandbox() -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptTemplate:
+    """A loaded template: its name, where it came from, its source and that source's hash."""
+
+    name: str
+    origin: str
+    source: str
+
+    @property
+    def template_hash(self) -> str:
+        return sha256_text(self.source)
+
+    @functools.cached_property
+    def _compiled(self) -> Any:
+        from jinja2 import TemplateSyntaxError
+
+        try:
+            template = _sandbox().from_string(self.source)
+        except TemplateSyntaxError as exc:
+            raise PromptError(f"{self.origin}:{exc.lineno}: template syntax error: {exc.message}") from None
+        absent = [block for block in MESSAGE_BLOCKS if block not in template.blocks]
+        if absent:
+            raise PromptError(
+                f"{self.origin}: missing block(s) {absent}; a template defines "
+                "{% block system %}...{% endblock %} and {% block user %}...{% endblock %}"
+            )
+        return template
+
+    def render(self, **context: Any) -> tuple[dict[str, str], ...]:
+        """Render the `system` and `user` blocks into chat messages (deterministic for equal context)."""
+        from jinja2 import TemplateError
+        from jinja2.exceptions import SecurityError, UndefinedError
+
+        template = self._compiled
+        messages = []
+        for role in MESSAGE_BLOCKS:
+            try:
+                text = "".join(template.blocks[role](template.new_context(dict(context))))
+            except SecurityError as exc:
+                raise PromptError(f"{self.origin}: unsafe template operation refused by the sandbox ({exc})") from None
+            except UndefinedError as exc:
+                raise PromptError(f"{self.origin}: undefined template variable ({exc.message})") from None
+            except TemplateError as exc:
+                raise PromptError(f"{self.origin}: template failed to render ({exc})") from None
+            messages.append({"role": role, "content": text.strip()})
+        return tuple(messages)
+
+
+def load_template(name: str, prompts_dir: Path | str | None = None) -> PromptTemplate:
+    """The template `name`: `<prompts_dir>/<name>.jinja` when present, else the packaged one."""
+    if name not in TEMPLATE_NAMES:
+        raise PromptError(f"unknown prompt template '{name}'; expected one of {list(TEMPLATE_NAMES)}")
+    filename = f"{name}.jinja"
+    if prompts_dir is not None:
+        folder = Path(prompts_dir)
+        if not folder.is_dir():
+            raise PromptError(f"{folder}: --prompts-dir is not a folder")
+        override = folder / filename
+        if override.is_file():
+            try:
+                return PromptTemplate(name, str(override), override.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise PromptError(f"{override}: template is not UTF-8 text") from None
+    packaged = resources.files(__name__) / filename
+    return PromptTemplate(name, f"llmrec/prompts/{filename}", packaged.read_text(encoding="utf-8"))
