@@ -33,6 +33,8 @@ app.command("info")(info_cmd.info)
 
 # Stage commands: each module registers its own commands / sub-apps.
 # --- command registrations (one line per module) ---
+from llmrec.commands import data as data_cmd  # noqa: E402
+app.add_typer(data_cmd.app, name="data", help="Find, prepare and inspect datasets.")
 # --- end of command registrations ---
 
 
