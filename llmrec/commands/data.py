@@ -62,7 +62,7 @@ def prepare(
     title_col: str | None = typer.Option(None, "--title-col", help="csv: title column."),
     genres_col: str | None = typer.Option(None, "--genres-col", help="csv: genres column ('' = none)."),
     delimiter: str | None = typer.Option(None, "--delimiter", help="csv: field delimiter."),
-    encoding: str | None = typer.Option(None, "--encoding", help="csv: file encoding (e.g. latin-1)."),
+    encoding: str | None = typer.Option(None, "--encoding", help="csv / llmrec-format: file encoding (e.g. latin-1)."),
 ) -> None:
     """Turn a dataset into train/val/test/items/users parquet tables in RUN."""
     from llmrec.config import load_toml
@@ -88,7 +88,7 @@ def prepare(
         "csv_title_column": title_col,
         "csv_genres_column": genres_col,
         "csv_delimiter": delimiter,
-        "csv_encoding": encoding,
+        "encoding": encoding,
     }
     prepare_config = config_from_layers(load_toml(config).get("data"), overrides)
     result = prepare_run(run, prepare_config)

@@ -9,6 +9,7 @@ folder only ever appears by `os.replace` of a fully unpacked, verified copy.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -43,17 +44,21 @@ def fetch(url: str, destination: Path, timeout_s: float = 60.0) -> Path:
     turns that into the "no copy found" message) and `DataError` when the
     transfer ends before the announced size.
     """
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http(s)/file only
-        announced = response.headers.get("Content-Length")
-        total = int(announced) if announced and announced.isdigit() else None
-        received = 0
-        with open(destination, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}", leave=False
-        ) as bar:
-            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-                out.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
+    received = 0
+    total = None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http(s)/file only
+            announced = response.headers.get("Content-Length")
+            total = int(announced) if announced and announced.isdigit() else None
+            with open(destination, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}", leave=False
+            ) as bar:
+                for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except http.client.IncompleteRead as exc:
+        received += len(exc.partial)
     if total is not None and received != total:
         raise DataError(f"{url}: download truncated ({received} of {total} bytes); try again")
     return destination

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.raw import RawDataset
+from llmrec.errors import DataError
 from llmrec.data.readers import (
+    check_unique,
     checksums,
     float_column,
     int_column,
@@ -50,9 +52,11 @@ def _interactions(path: Path, frame: pd.DataFrame, columns: list[str]) -> pd.Dat
 
 def _items(path: Path, frame: pd.DataFrame, id_col: str, title_col: str, genres: pd.Series) -> pd.DataFrame:
     title, year = split_title_year(frame[title_col])
+    item_ids = int_column(path, frame, id_col)
+    check_unique(path, item_ids, id_col)
     return pd.DataFrame(
         {
-            "item_id": int_column(path, frame, id_col),
+            "item_id": item_ids,
             "title": title.to_numpy(),
             "year": year.to_numpy(),
             "genres": genres.astype(str).to_numpy(),
@@ -133,8 +137,6 @@ def load_ml_1m(root: Path) -> RawDataset:
     )  # fmt: skip
     occupation_codes = int_column(users_path, users, "occupation")
     if occupation_codes.size and (occupation_codes.min() < 0 or occupation_codes.max() >= len(ML1M_OCCUPATIONS)):
-        from llmrec.errors import DataError
-
         raise DataError(f"{users_path}: column 'occupation' must be a code 0..20 (ml-1m README)")
     return RawDataset(
         name="ml-1m",

@@ -34,7 +34,8 @@ STAGE = "prepare"
 class PrepareConfig:
     """Options of `llmrec data prepare` (TOML section `[data]`).
 
-    The `csv_*` options map the columns of the `csv` dataset; `llmrec_layout`
+    The `csv_*` options map the columns of the `csv` dataset; `encoding`
+    applies to the `csv` and `llmrec-format` text files; `llmrec_layout`
     says whether an LLMRec `item_attribute.csv` is MovieLens (id,title,genre)
     or Netflix (id,year,title); `auto` tells them apart by the second column.
     An empty `csv_rating_column` means the file is implicit feedback already.
@@ -61,7 +62,7 @@ class PrepareConfig:
     csv_title_column: str = "title"
     csv_genres_column: str = "genres"
     csv_delimiter: str = ","
-    csv_encoding: str = "utf-8"
+    encoding: str = "utf-8"
     llmrec_layout: str = "auto"
 
     def __post_init__(self) -> None:
@@ -226,6 +227,8 @@ def build_tables(raw: RawDataset, config: PrepareConfig) -> PreparedTables:
     tables["items.parquet"] = _items_table(raw, item_ids, stats)
     tables["users.parquet"] = _users_table(raw, user_ids)
     stats.update(_split_stats(tables, len(user_ids), len(item_ids)))
+    if raw.notes:
+        stats["notes"] = list(raw.notes)
     return PreparedTables(tables=tables, arrays=dict(raw.features), stats=stats)
 
 
@@ -253,8 +256,9 @@ def _build_fixed(raw: RawDataset, config: PrepareConfig) -> PreparedTables:
     tables["users.parquet"] = _users_table(raw, raw.users["user_id"].to_numpy())
     stats["interactions"] = sum(len(tables[f"{s}.parquet"]) for s in SPLITS)
     stats.update(_split_stats(tables, n_users, n_items))
+    stats["val_equals_test"] = bool(tables["val.parquet"].equals(tables["test.parquet"]))
     stats["notes"] = list(raw.notes)
-    return PreparedTables(tables=tables, arrays=dict(raw.features), stats=stats)
+    return PreparedTables(tables={**tables, **raw.extra_tables}, arrays=dict(raw.features), stats=stats)
 
 
 def _write(run_dir: Path, prepared: PreparedTables) -> list[str]:

@@ -24,6 +24,7 @@ class RawDataset:
     - `fixed_split`: split name -> (user_id, item_id) interactions when the
       dataset ships its own split (LLMRec release); preparation keeps it as is.
     - `features`: artifact path in the run -> float32 array (n_items x d) to copy.
+    - `extra_tables`: run-relative parquet path -> frame imported from a release.
     - `explicit_ratings`: False when the file has no rating column (already
       implicit), so the rating threshold does not apply.
     - `notes`: human-readable remarks for the log and the manifest stats.
@@ -37,4 +38,5 @@ class RawDataset:
     explicit_ratings: bool = True
     fixed_split: dict[str, pd.DataFrame] | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

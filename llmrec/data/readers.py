@@ -49,9 +49,13 @@ def read_table(
     encoding: str,
     names: list[str] | None = None,
     usecols: list[str] | None = None,
+    quoted: bool = False,
     what: str,
 ) -> pd.DataFrame:
     """Read a delimited file as strings; `names` means the file has no header.
+
+    Headerless MovieLens files are not quoted (titles contain bare quotes), so
+    quoting is off for them unless `quoted`; files with a header follow CSV quoting.
 
     Multi-character separators (ml-1m's `::`) are mapped to a control
     character first so the fast C parser can read them.
@@ -68,24 +72,27 @@ def read_table(
             names=names,
             dtype=str,
             keep_default_na=False,
-            quoting=csv.QUOTE_NONE if names else csv.QUOTE_MINIMAL,
+            quoting=csv.QUOTE_NONE if names and not quoted else csv.QUOTE_MINIMAL,
             skip_blank_lines=True,
             index_col=False,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot parse as {what} ({str(exc).strip()})") from None
-    if names:
-        frame = frame.dropna(how="all")
-        short = frame[names[-1]].isna()
-        if short.any():
-            row = int(np.flatnonzero(short.to_numpy())[0]) + 1
-            raise DataError(
-                f"{path}: line {row} has fewer than {len(names)} fields "
-                f"separated by {sep!r}; expected {what}"
-            )
+    if names and not quoted:
+        _check_field_counts(path, text, sep, len(names), what)
     if usecols:
         check_columns(path, frame, usecols, what)
     return frame
+
+
+def _check_field_counts(path: Path, text: str, sep: str, expected: int, what: str) -> None:
+    """Headerless files pad short lines with empty fields; a short line is an error."""
+    lines = pd.Series(text.splitlines())
+    fields = lines.str.count(re.escape(sep)) + 1
+    short = (fields < expected) & (lines.str.strip() != "")
+    if short.any():
+        line = int(np.flatnonzero(short.to_numpy())[0]) + 1
+        raise DataError(f"{path}: line {line} has {fields[line - 1]} fields, fewer than {expected}; expected {what}")
 
 
 def check_columns(path: Path, frame: pd.DataFrame, required: list[str], what: str) -> None:
@@ -107,6 +114,13 @@ def int_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
             f"{path}: column '{column}' row {row + 1}: {values.iloc[row]!r} is not an integer id"
         )
     return parsed.to_numpy(dtype=np.int64)
+
+
+def check_unique(path: Path, ids: np.ndarray, column: str) -> None:
+    """Metadata rows must be one per id, or joining them would duplicate interactions."""
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{path}: column '{column}' repeats id {unique[counts > 1][0]}; expected one row per id")
 
 
 def float_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
