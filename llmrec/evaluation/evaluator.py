@@ -1,11 +1,12 @@
 """Full-ranking evaluation: score every item for every user, mask, take top-k, average metrics.
 
-All work is batched over users on one torch device: the scorer fills a
-[batch, n_items] score matrix, excluded items (train, or train + val at test
-time) are set to -inf in place, `torch.topk` picks the top max(ks), and the
-hit matrix comes from one `searchsorted` against the ground truth. Only the
-[batch, max(ks)] hit matrix leaves the device; metrics are computed on it in
-float64 numpy, one value per user, and averaged over users at the end.
+All work is batched over users: the scorer fills a [batch, n_items] score
+matrix on the torch device, excluded items (train, or train + val at test
+time) are set to -inf in place, and `torch.topk` picks the top max(ks). Only
+the [batch, max(ks)] top items leave the device; the hit matrix comes from one
+`searchsorted` against the ground truth's sorted (user, item) keys, and
+metrics are computed on it in float64 numpy, one value per user, averaged
+over users at the end.
 
 Conventions (documented because they change numbers):
 - Users without ground-truth items are skipped and not averaged over
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from llmrec.errors import ConfigError, LLMRecError
 from llmrec.evaluation import metrics
-from llmrec.evaluation.ranking import DeviceCSR, mask_in_place, topk_lowest_index_first
+from llmrec.evaluation.ranking import CSRRows, mask_in_place, topk_lowest_index_first
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ class Evaluator:
         excluded = _clean_csr(exclude)
         self._n_relevant = np.diff(truth.indptr).astype(np.int64)
         self.users = torch.as_tensor(np.flatnonzero(self._n_relevant > 0), dtype=torch.long)
-        self._truth = DeviceCSR(truth, self.device)
-        self._excluded = DeviceCSR(excluded, self.device)
+        self._truth = CSRRows(truth)
+        self._excluded = CSRRows(excluded)
         n_overlap = truth.multiply(excluded).nnz
         if n_overlap:
             logger.warning(
@@ -97,8 +98,9 @@ class Evaluator:
         per_user: dict[str, list[np.ndarray]] = {name: [] for name in self._metric_names()}
         for users in self._batches(self.users, "evaluating"):
             values, items = self._rank(scorer, users, max_k)
-            hits = (self._truth.contains(users, items) & (values > float("-inf"))).cpu().numpy()
-            n_relevant = self._n_relevant[users.cpu().numpy()]
+            user_ids = users.numpy()
+            hits = self._truth.contains(user_ids, items.cpu().numpy()) & (values > float("-inf")).cpu().numpy()
+            n_relevant = self._n_relevant[user_ids]
             for name, value in self._metrics(hits, n_relevant).items():
                 per_user[name].append(value)
         result: dict[str, float | int | str] = {
@@ -131,12 +133,18 @@ class Evaluator:
     def _batches(self, users: torch.Tensor, what: str):
         starts = range(0, len(users), self.batch_size)
         for start in tqdm(starts, desc=what, unit="batch", disable=None, leave=False):
-            yield users[start : start + self.batch_size].to(self.device)
+            yield users[start : start + self.batch_size]
 
     def _rank(self, scorer: Scorer, users: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self._checked_scores(scorer(users), len(users))
-        mask_in_place(scores, self._excluded, users)
-        return topk_lowest_index_first(scores, k)
+        """Top-k on the device for one batch of users (a CPU tensor; the scorer gets it on the device)."""
+        scores = self._checked_scores(scorer(users.to(self.device)), len(users))
+        mask_in_place(scores, self._excluded, users.numpy())
+        values, items = topk_lowest_index_first(scores, k)
+        # topk ranks NaN above every number, so a NaN anywhere in a row shows up here
+        # (one [batch, k] check instead of a pass over the whole score matrix).
+        if torch.isnan(values).any():
+            raise ScorerError("scorer returned NaN scores (a diverged model?)")
+        return values, items
 
     def _checked_scores(self, scores: torch.Tensor, n_users: int) -> torch.Tensor:
         if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
@@ -147,8 +155,6 @@ class Evaluator:
         if scores._base is not None:
             # A view (e.g. of a stored score table): masking in place would corrupt the caller's data.
             scores = scores.clone()
-        if torch.isnan(scores).any():
-            raise ScorerError("scorer returned NaN scores (a diverged model?)")
         return scores
 
     def _metric_names(self) -> list[str]:

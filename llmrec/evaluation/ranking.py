@@ -14,58 +14,60 @@ import scipy.sparse as sp
 import torch
 
 
-class DeviceCSR:
-    """The index arrays of a CSR matrix on a torch device, to fetch rows of a batch of users."""
+class CSRRows:
+    """Fetch rows of a canonical CSR matrix for a batch of users, on the host.
 
-    def __init__(self, matrix: sp.csr_matrix, device: torch.device) -> None:
-        self.n_cols = matrix.shape[1]
-        self.indptr = torch.as_tensor(matrix.indptr.astype(np.int64), device=device)
-        self.indices = torch.as_tensor(matrix.indices.astype(np.int64), device=device)
+    Index bookkeeping stays in numpy/scipy: it is small (one batch's entries)
+    and single-threaded code beats many tiny multi-threaded torch kernels
+    there; only the final index arrays travel to the scoring device.
+    """
+
+    def __init__(self, matrix: sp.csr_matrix) -> None:
+        self.matrix = matrix
         row_of_entry = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
         # Sorted (row, col) keys, so membership of many (user, item) pairs is one searchsorted.
-        self.keys = torch.as_tensor(row_of_entry * self.n_cols + matrix.indices.astype(np.int64), device=device)
+        self.keys = row_of_entry * matrix.shape[1] + matrix.indices.astype(np.int64)
 
-    def batch_entries(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_entries(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position of the user in the batch, column) of every stored entry of these users' rows."""
-        starts = self.indptr[users]
-        counts = self.indptr[users + 1] - starts
-        batch_row = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-        first_entry_of_row = torch.cumsum(counts, 0) - counts
-        offset_in_row = torch.arange(len(batch_row), device=users.device) - first_entry_of_row[batch_row]
-        return batch_row, self.indices[starts[batch_row] + offset_in_row]
+        rows = self.matrix[users]
+        batch_row = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(rows.indptr))
+        return batch_row, rows.indices.astype(np.int64)
 
-    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Boolean [len(users), k]: whether (users[b], items[b, j]) is a stored entry."""
         if len(self.keys) == 0:
-            return torch.zeros_like(items, dtype=torch.bool)
-        query = users[:, None] * self.n_cols + items
-        position = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
+            return np.zeros(items.shape, dtype=bool)
+        query = users[:, None].astype(np.int64) * self.matrix.shape[1] + items
+        position = np.searchsorted(self.keys, query).clip(max=len(self.keys) - 1)
         return self.keys[position] == query
 
 
-def mask_in_place(scores: torch.Tensor, excluded: DeviceCSR, users: torch.Tensor) -> None:
+def mask_in_place(scores: torch.Tensor, excluded: CSRRows, users: np.ndarray) -> None:
     """Set the excluded items of each user in the batch to -inf, so they rank last."""
     batch_row, item = excluded.batch_entries(users)
-    scores[batch_row, item] = float("-inf")
+    index = (torch.from_numpy(batch_row).to(scores.device), torch.from_numpy(item).to(scores.device))
+    scores.index_put_(index, torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
 
 
 def topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (values, items) per row, descending, equal scores ordered by ascending item id.
 
-    One `torch.topk` plus work on [rows, k]; only rows where a tie straddles the
-    k-th place pay one more pass, to pick the lowest ids among the tied items.
+    One `torch.topk` of k + 1 (the extra place shows whether a tie straddles
+    the k-th place) plus work on [rows, k]; only rows with a straddling tie pay
+    more passes, to pick the lowest ids among the tied items.
     """
-    values, items = torch.topk(scores, k, dim=1)
+    n_items = scores.shape[1]
+    values, items = torch.topk(scores, min(k + 1, n_items), dim=1)
+    straddling = torch.nonzero(values[:, k - 1] == values[:, k]).squeeze(1) if k < n_items else None
+    values, items = values[:, :k], items[:, :k]
     by_item = torch.argsort(items, dim=1)
     items, values = items.gather(1, by_item), values.gather(1, by_item)
     by_value = torch.sort(values, dim=1, descending=True, stable=True).indices
     items, values = items.gather(1, by_value), values.gather(1, by_value)
-
-    threshold = values[:, -1:]
-    n_tied_kept = (values == threshold).sum(1)
-    straddling = torch.nonzero((scores == threshold).sum(1) > n_tied_kept).squeeze(1)
-    if len(straddling):
-        _refill_tied_tail(scores, items, threshold, n_tied_kept, straddling)
+    if straddling is not None and len(straddling):
+        threshold = values[:, -1:]
+        _refill_tied_tail(scores, items, threshold, (values == threshold).sum(1), straddling)
     return values, items
 
 

@@ -170,7 +170,7 @@ def test_bad_scorer_output_is_reported() -> None:
     with pytest.raises(ScorerError, match=r"shape \(1, 3\), expected \(1, 4\)"):
         evaluator.evaluate(lambda users: torch.zeros(len(users), 3))
     with pytest.raises(ScorerError, match="NaN"):
-        evaluator.evaluate(lambda users: torch.full((len(users), 4), float("nan")))
+        evaluator.evaluate(lambda users: torch.tensor([[0.0, float("nan"), 1.0, 2.0]]))
 
 
 def test_view_scores_are_not_modified() -> None:
