@@ -19,6 +19,7 @@ def list_datasets(
     from llmrec.data.sources import find_local
     from llmrec.errors import DataError
 
+    blocks = []
     for spec in DATASETS.values():
         try:
             located = find_local(spec, data_dir)
@@ -30,7 +31,8 @@ def list_datasets(
             where = "your files (--data-dir)"
         else:
             where = f"not present (downloads from {spec.url})"
-        typer.echo(f"{spec.name:<16} {spec.description}\n{'':<16} found: {where}\n{'':<16} licence: {spec.licence}")
+        blocks.append(f"{spec.name:<16} {spec.description}\n{'':<16} found: {where}\n{'':<16} licence: {spec.licence}")
+    typer.echo("\n\n".join(blocks))
 
 
 @app.command("prepare")

@@ -37,7 +37,7 @@ _EXPORTS = {
     "get_spec": "llmrec.data.registry",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = ["DATASETS", "PrepareConfig", "RunTables", "get_spec", "load_split", "prepare_run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.raw import RawDataset
-from llmrec.data.readers import check_unique, checksums, int_column, read_table, split_title_year
+from llmrec.data.readers import (
+    check_unique,
+    checksums,
+    int_column,
+    read_table,
+    split_title_year,
+)
 from llmrec.errors import DataError
 
 if TYPE_CHECKING:
@@ -138,6 +144,32 @@ def _augmented_edges(path: Path, n_users: int, n_items: int) -> pd.DataFrame:
     return edges
 
 
+def _import_pickles(
+    root: Path, config: PrepareConfig, train: pd.DataFrame, n_users: int, n_items: int
+) -> tuple[dict[str, Path], dict[str, pd.DataFrame], list[str]]:
+    """Read the release's pickles only when trusted; otherwise say which were skipped and why."""
+    pickled = [name for name in PICKLED_FILES if (root / name).is_file()]
+    if not pickled:
+        return {}, {}, []
+    if not config.trust_pickle:
+        note = f"skipped pickled files {pickled}: unpickling runs code from the file; pass --trust-pickle to load them"
+        return {}, {}, [note]
+    sources: dict[str, Path] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+    if "train_mat" in pickled:
+        notes.append(_check_train_mat(root / "train_mat", train))
+        sources["train_mat"] = root / "train_mat"
+    if "augmented_sample_dict" in pickled:
+        path = root / "augmented_sample_dict"
+        tables["release/augmented_edges.parquet"] = _augmented_edges(path, n_users, n_items)
+        sources["augmented_sample_dict"] = path
+    ignored = [p for p in pickled if p not in sources]
+    if ignored:
+        notes.append(f"pickled files not imported (no converter): {ignored}")
+    return sources, tables, notes
+
+
 def load_llmrec_format(root: Path, config: PrepareConfig) -> RawDataset:
     splits = {name: _read_split(root / file) for name, file in SPLIT_FILES.items()}
     items, layout = _read_attributes(root / "item_attribute.csv", config)
@@ -148,46 +180,29 @@ def load_llmrec_format(root: Path, config: PrepareConfig) -> RawDataset:
         if (root / file).is_file():
             features[target] = _read_features(root / file)
             sources[file] = root / file
+    # As in the original code, feature rows may define n_items beyond the largest id used.
     max_item = max([int(f["item_id"].max()) for f in splits.values() if len(f)] + [int(items["item_id"].max())])
     n_items = max([max_item + 1] + [a.shape[0] for a in features.values()])
     for target, array in features.items():
         if array.shape[0] != n_items:
             raise DataError(
-                f"{root}: {target} source has {array.shape[0]} rows; expected n_items = {n_items} (ids up to {max_item})"
+                f"{root}: {target} source has {array.shape[0]} rows; "
+                f"expected n_items = {n_items} (ids up to {max_item})"
             )
     n_users = max(int(f["user_id"].max()) for f in splits.values() if len(f)) + 1
     if splits["val"].equals(splits["test"]):
         notes.append("val.json equals test.json (a known flaw of the release, LLMRec issue #31)")
-    pickled = [name for name in PICKLED_FILES if (root / name).is_file()]
-    extra: dict[str, pd.DataFrame] = {}
-    if pickled and not config.trust_pickle:
-        notes.append(
-            f"skipped pickled files {pickled}: unpickling runs code from the file; "
-            f"pass --trust-pickle to load them"
-        )
-    elif pickled:
-        if "train_mat" in pickled:
-            notes.append(_check_train_mat(root / "train_mat", splits["train"]))
-        if "augmented_sample_dict" in pickled:
-            extra["release/augmented_edges.parquet"] = _augmented_edges(
-                root / "augmented_sample_dict", n_users, n_items
-            )
-        for name in ("train_mat", "augmented_sample_dict"):
-            if name in pickled:
-                sources[name] = root / name
-        ignored = [p for p in pickled if p not in ("train_mat", "augmented_sample_dict")]
-        if ignored:
-            notes.append(f"pickled files not imported (no converter): {ignored}")
+    pickle_sources, extra, pickle_notes = _import_pickles(root, config, splits["train"], n_users, n_items)
     all_items = pd.DataFrame({"item_id": np.arange(n_items, dtype=np.int64)}).merge(items, how="left")
     return RawDataset(
         name="llmrec-format",
         interactions=pd.concat(splits.values(), ignore_index=True).assign(rating=1.0, timestamp=0),
         items=all_items.astype({"year": "Int64"}),
         users=pd.DataFrame({"user_id": np.arange(n_users, dtype=np.int64)}),
-        sources=checksums(sources),
+        sources=checksums({**sources, **pickle_sources}),
         explicit_ratings=False,
         fixed_split=splits,
         features=features,
         extra_tables=extra,
-        notes=notes,
+        notes=notes + pickle_notes,
     )

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.raw import RawDataset
-from llmrec.errors import DataError
 from llmrec.data.readers import (
     check_unique,
     checksums,
@@ -24,6 +23,7 @@ from llmrec.data.readers import (
     read_table,
     split_title_year,
 )
+from llmrec.errors import DataError
 
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",

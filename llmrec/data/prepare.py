@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmrec.artifacts import read_manifest, record_stage, save_npy, stage_is_current, write_parquet
+from llmrec.artifacts import (
+    read_manifest,
+    record_stage,
+    save_npy,
+    stage_is_current,
+    write_parquet,
+)
 from llmrec.config import as_dict, write_effective_config
 from llmrec.data.raw import RawDataset
 from llmrec.data.registry import get_spec

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+
 @dataclass
 class RawDataset:
     """A dataset as published, parsed and type-checked but not yet filtered.

@@ -52,7 +52,11 @@ def read_table(
     quoted: bool = False,
     what: str,
 ) -> pd.DataFrame:
-    """Read a delimited file as strings; `names` means the file has no header.
+    """Read a delimited file; `names` means the file has no header.
+
+    Types are inferred by the C parser (fast for million-row files); empty
+    fields stay "" rather than NaN, so a gap turns a numeric column into text
+    and the `int_column` / `float_column` checks then name the bad row.
 
     Headerless MovieLens files are not quoted (titles contain bare quotes), so
     quoting is off for them unless `quoted`; files with a header follow CSV quoting.
@@ -70,7 +74,6 @@ def read_table(
             sep=sep,
             header=None if names else 0,
             names=names,
-            dtype=str,
             keep_default_na=False,
             quoting=csv.QUOTE_NONE if names and not quoted else csv.QUOTE_MINIMAL,
             skip_blank_lines=True,
@@ -78,15 +81,15 @@ def read_table(
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot parse as {what} ({str(exc).strip()})") from None
-    if names and not quoted:
-        _check_field_counts(path, text, sep, len(names), what)
+    if names and not quoted and text.count(sep) != (len(names) - 1) * len(frame):
+        _report_short_line(path, text, sep, len(names), what)
     if usecols:
         check_columns(path, frame, usecols, what)
     return frame
 
 
-def _check_field_counts(path: Path, text: str, sep: str, expected: int, what: str) -> None:
-    """Headerless files pad short lines with empty fields; a short line is an error."""
+def _report_short_line(path: Path, text: str, sep: str, expected: int, what: str) -> None:
+    """Find the line the parser padded with empty fields (it reports long lines itself)."""
     lines = pd.Series(text.splitlines())
     fields = lines.str.count(re.escape(sep)) + 1
     short = (fields < expected) & (lines.str.strip() != "")
@@ -105,6 +108,8 @@ def check_columns(path: Path, frame: pd.DataFrame, required: list[str], what: st
 
 def int_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     """Parse an id column as int64, naming the first bad value and its line."""
+    if pd.api.types.is_integer_dtype(frame[column]):
+        return frame[column].to_numpy(dtype=np.int64)
     values = frame[column].astype(str).str.strip()
     parsed = pd.to_numeric(values, errors="coerce")
     bad = parsed.isna() | (parsed != parsed.round())
@@ -124,6 +129,8 @@ def check_unique(path: Path, ids: np.ndarray, column: str) -> None:
 
 
 def float_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
+        return frame[column].to_numpy(dtype=np.float64)
     values = frame[column].astype(str).str.strip()
     parsed = pd.to_numeric(values, errors="coerce")
     if parsed.isna().any():

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
 GROUPLENS_LICENCE = (
-    "GroupLens research licence: research use, no redistribution of ml-100k/ml-1m, "
-    "no commercial use without permission; cite Harper & Konstan 2015"
+    "GroupLens usage licence: research use, no commercial use without permission, "
+    "cite Harper & Konstan 2015"
 )
+NO_REDISTRIBUTION = "; no redistribution: download it from GroupLens, never bundle it"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="ml-latest-small",
             description="MovieLens latest-small (2018): 100,836 ratings, 610 users, 9,742 movies",
-            licence=GROUPLENS_LICENCE,
+            licence=GROUPLENS_LICENCE + "; redistribution allowed under the same terms",
             required_files=("ratings.csv", "movies.csv"),
             load=lambda root, _config: movielens.load_ml_latest_small(root),
             url=GROUPLENS_URL.format(name="ml-latest-small"),
@@ -74,7 +75,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="ml-100k",
             description="MovieLens 100K (1998): 100,000 ratings, 943 users with age/gender/occupation",
-            licence=GROUPLENS_LICENCE,
+            licence=GROUPLENS_LICENCE + NO_REDISTRIBUTION,
             required_files=("u.data", "u.item", "u.user"),
             load=lambda root, _config: movielens.load_ml_100k(root),
             url=GROUPLENS_URL.format(name="ml-100k"),
@@ -83,7 +84,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="ml-1m",
             description="MovieLens 1M (2003): 1,000,209 ratings, 6,040 users with demographics",
-            licence=GROUPLENS_LICENCE,
+            licence=GROUPLENS_LICENCE + NO_REDISTRIBUTION,
             required_files=("ratings.dat", "movies.dat", "users.dat"),
             load=lambda root, _config: movielens.load_ml_1m(root),
             url=GROUPLENS_URL.format(name="ml-1m"),

@@ -11,7 +11,8 @@ import pytest
 
 from llmrec.data import PrepareConfig, prepare_run
 from llmrec.errors import ConfigError, DataError
-from tests.data import fixtures
+
+from . import fixtures
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +43,8 @@ def test_cli_unknown_dataset(tmp_path: Path, isolated_home: Path) -> None:
 def test_cli_missing_file(tmp_path: Path, isolated_home: Path) -> None:
     source = fixtures.write_ml_100k(tmp_path / "ml-100k")
     (source / "u.item").unlink()
-    result = _cli("data", "prepare", "ml-100k", "--data-dir", str(source), "--run", str(tmp_path / "run"), home=isolated_home)
+    run = str(tmp_path / "run")
+    result = _cli("data", "prepare", "ml-100k", "--data-dir", str(source), "--run", run, home=isolated_home)
     line = _one_error_line(result)
     assert f"{source / 'u.item'}: missing" in line
     assert not (tmp_path / "run").exists()
@@ -50,7 +52,8 @@ def test_cli_missing_file(tmp_path: Path, isolated_home: Path) -> None:
 
 def test_cli_bad_encoding_names_file_line_and_fix(tmp_path: Path, isolated_home: Path) -> None:
     source = fixtures.write_movielens_csv(tmp_path / "mine", encoding="latin-1")
-    result = _cli("data", "prepare", "csv", "--data-dir", str(source), "--run", str(tmp_path / "run"), home=isolated_home)
+    run = str(tmp_path / "run")
+    result = _cli("data", "prepare", "csv", "--data-dir", str(source), "--run", run, home=isolated_home)
     line = _one_error_line(result)
     assert "movies.csv: line 3 is not valid utf-8" in line and "--encoding latin-1" in line
     assert not (tmp_path / "run").exists()

@@ -16,7 +16,8 @@ from llmrec.data.download import download_and_install, install_zip
 from llmrec.data.registry import DATASETS, get_spec
 from llmrec.data.sources import locate
 from llmrec.errors import DataError
-from tests.data import fixtures
+
+from . import fixtures
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -12,7 +12,8 @@ import pytest
 from llmrec.artifacts import load_npy, read_manifest, read_parquet
 from llmrec.data import PrepareConfig, load_split, prepare_run
 from llmrec.errors import DataError
-from tests.data import fixtures
+
+from . import fixtures
 
 
 def _positives_by_original(run: Path) -> set[tuple[str, str]]:
