@@ -35,6 +35,8 @@ app.command("info")(info_cmd.info)
 # --- command registrations (one line per module) ---
 from llmrec.commands import data as data_cmd  # noqa: E402
 app.add_typer(data_cmd.app, name="data", help="Find, prepare and inspect datasets.")
+from llmrec.commands import cache as cache_cmd  # noqa: E402
+app.add_typer(cache_cmd.app, name="cache", help="Inspect, export or clear the LLM completion store.")
 # --- end of command registrations ---
 
 

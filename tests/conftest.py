@@ -43,3 +43,13 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 def shared_home() -> Path:
     """The session-wide LLMREC_HOME: converted models live here so they are built once."""
     return Path(os.environ.get("LLMREC_SHARED_HOME", REPO_ROOT / ".cache" / "llmrec"))
+
+
+# --- LLM backends (owned by the backend layer, llmrec/backends) ---
+# Converted models (GGUF -> HF folder, ~25-50 s each) are shared by the whole
+# session through LLMREC_MODELS_DIR, while LLMREC_HOME stays per test.
+os.environ.setdefault(
+    "LLMREC_MODELS_DIR",
+    str(Path(os.environ.get("LLMREC_SHARED_HOME", REPO_ROOT / ".cache" / "llmrec")) / "models"),
+)
+# --- end of LLM backends ---

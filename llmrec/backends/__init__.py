@@ -8,6 +8,7 @@ does for its model classes.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,11 @@ __all__ = [
 ]
 
 # CLI name -> module that defines it. Importing the module registers the class.
-BACKEND_MODULES: dict[str, str] = {}
+BACKEND_MODULES: dict[str, str] = {
+    "transformers": "llmrec.backends.transformers_backend",
+    "vllm": "llmrec.backends.vllm_backend",
+    "openai": "llmrec.backends.openai_backend",
+}
 
 _REGISTRY: dict[str, type[Backend]] = {}
 
@@ -44,7 +49,13 @@ def get_backend(name: str, **options: Any) -> Backend:
     if name not in BACKEND_MODULES:
         raise ConfigError(f"unknown backend '{name}'; expected one of {sorted(BACKEND_MODULES)}")
     importlib.import_module(BACKEND_MODULES[name])
-    return _REGISTRY[name](**options)
+    cls = _REGISTRY[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        expected = sorted(p for p in accepted if p != "self")
+        raise ConfigError(f"backend '{name}' has no option(s) {unknown}; expected some of {expected}")
+    return cls(**options)
 
 
 def backend_availability() -> dict[str, str]:

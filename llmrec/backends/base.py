@@ -51,6 +51,26 @@ class ChatRequest:
             ensure_ascii=False,
         )
 
+    def messages_with_schema_in_prompt(self) -> list[dict[str, str]]:
+        """The messages, with the JSON schema (if any) spelled out in a system message.
+
+        For backends that cannot constrain decoding (transformers, servers
+        without `response_format`): the model is asked for JSON and the
+        caller validates what comes back.
+        """
+        messages = [dict(message) for message in self.messages]
+        if self.json_schema is None:
+            return messages
+        instruction = (
+            "Answer with a single JSON value and nothing else. It must validate against "
+            f"this JSON schema: {json.dumps(self.json_schema, sort_keys=True)}"
+        )
+        if messages and messages[0].get("role") == "system":
+            messages[0]["content"] = f"{messages[0]['content']}\n\n{instruction}"
+        else:
+            messages.insert(0, {"role": "system", "content": instruction})
+        return messages
+
 
 @dataclasses.dataclass
 class Completion:

@@ -1,0 +1,186 @@
+"""`transformers` backend: the embedded default, no server needed.
+
+Runs the model in-process on CPU or GPU with batched `generate`. Prompts are
+rendered with the model's chat template and LEFT-padded, so every row's last
+prompt token sits at the same position and new tokens line up; a batch then
+gives the same greedy answers as one request at a time.
+
+GGUF files are converted once into a Hugging Face folder
+(`gguf_convert.ensure_converted`) and the folder is loaded afterwards: loading
+GGUF directly de-quantises every tensor on each start (30-50 s).
+
+There is no constrained decoding here: a request's JSON schema is written into
+the prompt and the caller validates the answer. Sampling is seeded with
+`torch.manual_seed(seed)` before each batch, so a rerun of the same batch
+reproduces it; temperature 0 means greedy decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmrec.backends import register_backend
+from llmrec.backends.aliases import resolve_model
+from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
+from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
+from llmrec.errors import BackendError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@register_backend("transformers")
+class TransformersBackend(Backend):
+    """In-process Hugging Face generation.
+
+    `model`: an alias (`smollm2-135m`, `qwen2.5-7b`, ...), an HF id available
+    offline, a local HF folder or a `.gguf` file. The model loads on the first
+    request, so a run answered entirely from the completion store never loads it.
+    """
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        revision: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"transformers backend: batch_size must be >= 1, got {batch_size}")
+        self._model_name = model
+        self._source = resolve_model(model)
+        self._revision = revision
+        if is_gguf(self._source):
+            if not Path(self._source).is_file():
+                raise ConfigError(f"{self._source}: GGUF model file not found")
+            # The converted folder's name carries the GGUF's sha256 prefix.
+            self._revision = converted_dir(Path(self._source)).name.rsplit("-", 1)[-1]
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def model_id(self) -> str:
+        return self._model_name
+
+    @property
+    def model_revision(self) -> str:
+        return self._revision or ""
+
+    def __repr__(self) -> str:
+        return f"TransformersBackend(model={self._model_name!r}, device={self.device!r}, batch_size={self.batch_size})"
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = str(ensure_converted(self._source)) if is_gguf(self._source) else self._source
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.dtype == "auto":
+            # CPUs without native bf16 emulate it slowly; float32 there.
+            dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            dtype = getattr(torch, self.dtype)
+        started = time.perf_counter()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, revision=self._revision if not is_gguf(self._source) else None)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, revision=self._revision if not is_gguf(self._source) else None
+            )
+        except OSError as exc:
+            raise BackendError(f"transformers backend: cannot load model '{self._model_name}' ({folder}): {exc}") from None
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.chat_template is None:
+            raise BackendError(f"transformers backend: model '{self._model_name}' has no chat template")
+        self._tokenizer = tokenizer
+        self._model = model.to(device).eval()
+        self.device = device
+        logger.info("loaded %s on %s (%s) in %.1f s", self._model_name, device, dtype, time.perf_counter() - started)
+
+    def _stop_token_ids(self) -> set[int]:
+        ids = self._model.generation_config.eos_token_id
+        stop_ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self._tokenizer.eos_token_id is not None:
+            stop_ids.add(self._tokenizer.eos_token_id)
+        return stop_ids
+
+    def _batches(self, requests: Sequence[ChatRequest], prompts: list[str]) -> Iterator[list[int]]:
+        """Indices grouped by sampling params (one `generate` call takes one set), similar lengths together."""
+        groups: dict[SamplingParams, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(request.sampling, []).append(index)
+        for indices in groups.values():
+            indices.sort(key=lambda i: len(prompts[i]))
+            for start in range(0, len(indices), self.batch_size):
+                yield indices[start : start + self.batch_size]
+
+    def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        if not requests:
+            return
+        if self._model is None:
+            self._load()
+        prompts = [
+            self._tokenizer.apply_chat_template(
+                request.messages_with_schema_in_prompt(), tokenize=False, add_generation_prompt=True
+            )
+            for request in requests
+        ]
+        for batch in self._batches(requests, prompts):
+            yield from zip(batch, self._generate_batch([prompts[i] for i in batch], requests[batch[0]].sampling))
+
+    def _generate_batch(self, prompts: list[str], sampling: SamplingParams) -> list[Completion]:
+        import torch
+
+        started = time.perf_counter()
+        # The chat template already holds the special tokens (BOS included).
+        encoded = self._tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+        ).to(self.device)
+        options: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": self._tokenizer.pad_token_id}
+        if sampling.temperature > 0:
+            options.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:  # greedy; clear the model's default sampling values so they don't warn
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            options.update(stop_strings=list(sampling.stop), tokenizer=self._tokenizer)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        with torch.inference_mode():
+            output = self._model.generate(**encoded, **options)
+        latency = time.perf_counter() - started
+        prompt_width = encoded["input_ids"].shape[1]
+        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        stop_ids = self._stop_token_ids()
+        return [
+            self._completion(row[prompt_width:].tolist(), int(n_prompt), sampling, stop_ids, latency)
+            for row, n_prompt in zip(output, prompt_lengths)
+        ]
+
+    def _completion(
+        self, new_ids: list[int], n_prompt: int, sampling: SamplingParams, stop_ids: set[int], latency: float
+    ) -> Completion:
+        """Trim one row's new tokens at its end-of-sequence / stop string, as servers report it."""
+        end = next((i for i, token in enumerate(new_ids) if token in stop_ids), None)
+        generated = new_ids if end is None else new_ids[:end]
+        text = self._tokenizer.decode(generated, skip_special_tokens=True)
+        stop_at = [text.find(stop) for stop in sampling.stop if stop in text]
+        if stop_at:
+            return Completion(text[: min(stop_at)], "stop", n_prompt, len(generated), latency)
+        if end is not None:  # the end-of-sequence token counts as generated, as in vLLM
+            return Completion(text, "stop", n_prompt, len(generated) + 1, latency)
+        return Completion(text, "length", n_prompt, len(generated), latency)
+
+    def close(self) -> None:
+        self._model = None
+        self._tokenizer = None

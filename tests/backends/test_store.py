@@ -1,0 +1,139 @@
+"""The completion store with a real backend (SmolLM2 in-process) and real SQLite.
+
+The multi-process and crash tests against a real server are in
+test_http_backends.py; these need no server.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from llmrec.backends import get_backend
+from llmrec.backends.base import Completion
+from llmrec.cli import app
+from llmrec.errors import ConfigError
+from llmrec.store import CachedBackend, CompletionStore, request_key
+from tests.backends.conftest import chat
+
+QUESTIONS = ["Name a fruit.", "Name a river.", "Name a city."]
+
+
+def test_rerun_is_served_from_the_store_without_loading_the_model(smollm2, tmp_path):
+    requests = [chat(q, max_tokens=3) for q in QUESTIONS]
+    with CompletionStore(tmp_path / "store.sqlite") as store:
+        first = store.generate(smollm2, requests)
+        assert first.usage.generated == 3 and first.usage.cache_hits == 0
+        assert first.usage.completion_tokens == sum(c.completion_tokens for c in first.completions)
+        fresh = get_backend("transformers", model="smollm2-135m")  # not loaded yet
+        again = store.generate(fresh, requests)
+    assert fresh._model is None
+    assert [c.text for c in again.completions] == [c.text for c in first.completions]
+    assert all(c.cached for c in again.completions)
+    assert (again.usage.cache_hits, again.usage.generated) == (3, 0)
+
+
+def test_duplicates_in_a_batch_are_generated_once(smollm2, tmp_path):
+    cached = CachedBackend(smollm2, CompletionStore(tmp_path / "store.sqlite"))
+    completions = cached.generate([chat(QUESTIONS[0], max_tokens=2)] * 3 + [chat(QUESTIONS[1], max_tokens=2)])
+    assert completions[0].text == completions[1].text == completions[2].text
+    assert (cached.last_usage.generated, cached.last_usage.cache_hits) == (2, 2)
+    (count,) = sqlite3.connect(tmp_path / "store.sqlite").execute("SELECT COUNT(*) FROM completions").fetchone()
+    assert count == 2
+
+
+def test_key_covers_sampling_schema_model_and_revision(smollm2):
+    base = chat(QUESTIONS[0])
+    keys = {
+        request_key(smollm2, base),
+        request_key(smollm2, chat(QUESTIONS[0], max_tokens=7)),
+        request_key(smollm2, chat(QUESTIONS[0], json_schema={"type": "string"})),
+        request_key(get_backend("transformers", model="qwen2.5-7b"), base),
+        request_key(get_backend("transformers", model="qwen2.5-7b", revision="abc"), base),
+    }
+    assert len(keys) == 5
+    assert request_key(smollm2, base) == request_key(smollm2, chat(QUESTIONS[0]))
+
+
+def test_not_a_store_is_a_config_error(tmp_path):
+    bogus = tmp_path / "store.sqlite"
+    bogus.write_text("these are not the bytes of a database" * 100)
+    with pytest.raises(ConfigError, match="not a usable completion store"):
+        CompletionStore(bogus)
+
+
+def _foreign_claim(path, key: str, pid: int, lease_s: float = 600.0) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO claims VALUES (?, 'other-host-or-process', ?, ?, ?)",
+                     (key, CompletionStore(path)._host, pid, time.time() + lease_s))  # fmt: skip
+    conn.close()
+
+
+def test_claims_of_a_dead_process_are_taken_over(smollm2, tmp_path):
+    path = tmp_path / "store.sqlite"
+    CompletionStore(path).close()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    request = chat(QUESTIONS[2], max_tokens=2)
+    _foreign_claim(path, request_key(smollm2, request), dead.pid)
+    with CompletionStore(path, poll_s=0.05) as store:
+        result = store.generate(smollm2, [request])
+    assert result.usage.generated == 1
+
+
+def test_a_live_claim_is_waited_for_not_generated_twice(smollm2, tmp_path):
+    """Another live owner holds the key: we wait and take its answer."""
+    path = tmp_path / "store.sqlite"
+    request = chat(QUESTIONS[2], max_tokens=2)
+    key = request_key(smollm2, request)
+    CompletionStore(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _foreign_claim(path, key, holder.pid)
+
+        def answer_later() -> None:
+            time.sleep(0.5)
+            other = CompletionStore(path)
+            other._put(key, smollm2, request, Completion("from the other process", "stop", 1, 1, 0.1))
+            other.close()
+
+        writer = threading.Thread(target=answer_later)
+        writer.start()
+        with CompletionStore(path, poll_s=0.05) as store:
+            result = store.generate(smollm2, [request])
+        writer.join()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.completions[0].text == "from the other process"
+    assert (result.usage.generated, result.usage.cache_hits) == (0, 1)
+
+
+def test_cache_cli_stats_export_clear(smollm2, tmp_path):
+    path = tmp_path / "store.sqlite"
+    with CompletionStore(path) as store:
+        store.generate(smollm2, [chat(q, max_tokens=2) for q in QUESTIONS[:2]])
+    runner = CliRunner()
+    stats = runner.invoke(app, ["cache", "stats", "--store", str(path), "--json"])
+    assert stats.exit_code == 0, stats.output
+    figures = json.loads(stats.output)
+    assert figures["completions"] == 2
+    assert figures["by_model"] == [{"backend": "transformers", "model": "smollm2-135m", "completions": 2}]
+
+    exported = tmp_path / "out.jsonl"
+    assert runner.invoke(app, ["cache", "export", str(exported), "--store", str(path)]).exit_code == 0
+    records = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert sorted(r["request"]["messages"][0]["content"] for r in records) == sorted(QUESTIONS[:2])
+
+    cleared = runner.invoke(app, ["cache", "clear", "--store", str(path), "--yes"])
+    assert cleared.exit_code == 0 and "deleted 2" in cleared.output
+    with CompletionStore(path) as store:
+        assert store.stats()["completions"] == 0
