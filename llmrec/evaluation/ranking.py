@@ -61,10 +61,14 @@ def topk_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor,
     values, items = torch.topk(scores, min(k + 1, n_items), dim=1)
     straddling = torch.nonzero(values[:, k - 1] == values[:, k]).squeeze(1) if k < n_items else None
     values, items = values[:, :k], items[:, :k]
-    by_item = torch.argsort(items, dim=1)
-    items, values = items.gather(1, by_item), values.gather(1, by_item)
-    by_value = torch.sort(values, dim=1, descending=True, stable=True).indices
-    items, values = items.gather(1, by_value), values.gather(1, by_value)
+    # Ties inside the top k (every row for popularity, a few for embeddings): order them by id.
+    tied_rows = torch.nonzero((values[:, 1:] == values[:, :-1]).any(1)).squeeze(1)
+    if len(tied_rows):
+        tied_items, tied_values = items[tied_rows], values[tied_rows]
+        by_item = torch.argsort(tied_items, dim=1)
+        tied_items, tied_values = tied_items.gather(1, by_item), tied_values.gather(1, by_item)
+        by_value = torch.sort(tied_values, dim=1, descending=True, stable=True).indices
+        items[tied_rows], values[tied_rows] = tied_items.gather(1, by_value), tied_values.gather(1, by_value)
     if straddling is not None and len(straddling):
         threshold = values[:, -1:]
         _refill_tied_tail(scores, items, threshold, (values == threshold).sum(1), straddling)
