@@ -103,8 +103,10 @@ class Evaluator:
             n_relevant = self._n_relevant[user_ids]
             for name, value in self._metrics(hits, n_relevant).items():
                 per_user[name].append(value)
+        # NaN, not 0, when no user has ground truth: there is nothing to average.
         result: dict[str, float | int | str] = {
-            name: float(np.mean(np.concatenate(chunks))) if chunks else 0.0 for name, chunks in per_user.items()
+            name: float(np.mean(np.concatenate(chunks))) if chunks else float("nan")
+            for name, chunks in per_user.items()
         }
         result["n_users_evaluated"] = len(self.users)
         result["protocol"] = self.protocol

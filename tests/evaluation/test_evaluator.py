@@ -117,6 +117,12 @@ def test_users_without_ground_truth_are_skipped(random_problem) -> None:
     assert whole["n_users_evaluated"] == len(has_truth) == 280
 
 
+def test_no_user_with_ground_truth_gives_nan_not_zero() -> None:
+    result = Evaluator(csr([[], []], 4), None, ks=(2,)).evaluate(lambda users: torch.rand(len(users), 4))
+    assert result["n_users_evaluated"] == 0
+    assert np.isnan(result["recall@2"])
+
+
 def test_excluded_item_never_ranked_even_with_highest_score() -> None:
     # 2 users x 6 items; item 0 scores highest for everyone but is excluded for user 0.
     scores = torch.tensor([[9.0, 5, 4, 3, 2, 1], [9.0, 5, 4, 3, 2, 1]])
