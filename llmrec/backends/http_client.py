@@ -1,0 +1,315 @@
+"""The HTTP side shared by the `openai` and `vllm` backends.
+
+Both talk the OpenAI chat-completions protocol, so one client does the work:
+- many requests in flight at once (threads over one pooled `httpx.Client`),
+  because servers with continuous batching (vLLM, SGLang, TGI) only reach
+  their throughput when they see many requests together;
+- one or more replicas (`--base-url` repeated), each request going to the
+  replica with the fewest requests in flight;
+- transient failures (refused connection, timeouts, 408/409/429, 5xx) retried
+  with bounded exponential backoff; fatal ones (401/403, unknown model 404,
+  400 such as context too long) raised at once as a one-line `BackendError`.
+
+The API key lives only in the request headers: it is never part of a repr,
+an error message, a log line or the completion-store key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from llmrec.backends.base import Backend, ChatRequest, Completion
+from llmrec.errors import BackendError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TRANSIENT_STATUS = {408, 409, 425, 429}
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff: attempt k waits min(max_wait, initial * 2**k), jittered."""
+
+    max_retries: int = 6
+    initial_wait_s: float = 0.5
+    max_wait_s: float = 30.0
+
+    def wait_s(self, attempt: int) -> float:
+        return min(self.max_wait_s, self.initial_wait_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+class RequestRejected(BackendError):
+    """The server answered with a non-retryable HTTP status (4xx)."""
+
+    def __init__(self, message: str, status: int, server_message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_message = server_message
+
+
+def normalise_base_url(url: str) -> str:
+    """`http://host:8000`, `http://host:8000/` and `http://host:8000/v1` all mean the same API root."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"base URL '{url}' must start with http:// or https://")
+    return url if url.endswith("/v1") else f"{url}/v1"
+
+
+def _server_message(response: Any) -> str:
+    """The error text a server sent, on one line (OpenAI, vLLM and llama.cpp shapes)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        text = response.text
+    else:
+        error = payload.get("error", payload) if isinstance(payload, dict) else payload
+        text = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    return " ".join(str(text).split())[:300]
+
+
+class ChatClient:
+    """Sends chat-completion bodies to OpenAI-compatible replicas, concurrently and with retries."""
+
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        *,
+        api_key: str | None = None,
+        max_in_flight: int = 32,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy = RetryPolicy(),
+        label: str = "openai",
+    ) -> None:
+        if not base_urls:
+            raise ConfigError(f"{label} backend: at least one --base-url is needed")
+        if max_in_flight < 1:
+            raise ConfigError(f"{label} backend: max_in_flight must be >= 1, got {max_in_flight}")
+        self.base_urls = [normalise_base_url(url) for url in base_urls]
+        self.max_in_flight = max_in_flight
+        self.timeout_s = timeout_s
+        self.retry = retry
+        self.label = label
+        self._api_key = api_key
+        self._in_flight = dict.fromkeys(self.base_urls, 0)
+        self._turn = 0
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._http: Any = None
+
+    def __repr__(self) -> str:  # no api key here, ever
+        return f"ChatClient({self.base_urls}, max_in_flight={self.max_in_flight}, label={self.label!r})"
+
+    def _client(self) -> Any:
+        """The pooled HTTP client, created on first use (threads share it)."""
+        import httpx
+
+        with self._lock:
+            if self._http is None:
+                headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+                limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
+                timeout = httpx.Timeout(self.timeout_s, connect=10.0)
+                self._http = httpx.Client(headers=headers, limits=limits, timeout=timeout)
+            return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def _acquire_replica(self) -> str:
+        """The replica with the fewest requests in flight; ties go round-robin."""
+        with self._lock:
+            self._turn += 1
+            count = len(self.base_urls)
+            order = [self.base_urls[(self._turn + k) % count] for k in range(count)]
+            chosen = min(order, key=lambda url: self._in_flight[url])
+            self._in_flight[chosen] += 1
+            return chosen
+
+    def _release_replica(self, url: str) -> None:
+        with self._lock:
+            self._in_flight[url] -= 1
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def complete(self, body: dict[str, Any]) -> Completion:
+        """POST one chat completion, retrying transient failures; raise `BackendError` otherwise."""
+        import httpx
+
+        model = body.get("model")
+        last_problem = "not tried"
+        for attempt in range(self.retry.max_retries + 1):
+            if self._cancelled.is_set():
+                raise BackendError(f"{self.label}: cancelled")
+            url = self._acquire_replica()
+            started = time.perf_counter()
+            try:
+                response = self._client().post(f"{url}/chat/completions", json=body)
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                last_problem = f"{type(exc).__name__} from {url}"
+            else:
+                if response.status_code == 200:
+                    return self._parse(response, url, time.perf_counter() - started)
+                message = self._redact(_server_message(response))
+                if response.status_code < 500 and response.status_code not in _TRANSIENT_STATUS:
+                    raise RequestRejected(self._fatal_message(response.status_code, url, model, message),
+                                          response.status_code, message)  # fmt: skip
+                last_problem = f"HTTP {response.status_code} from {url}: {message[:120]}"
+            finally:
+                self._release_replica(url)
+            if attempt < self.retry.max_retries:
+                delay = self.retry.wait_s(attempt)
+                logger.debug("%s: %s; retrying in %.1f s", self.label, last_problem, delay)
+                if self._cancelled.wait(delay):
+                    raise BackendError(f"{self.label}: cancelled")
+        raise BackendError(
+            f"{self.label}: no answer after {self.retry.max_retries + 1} attempts "
+            f"(last: {last_problem}); is the server at {', '.join(self.base_urls)} running?"
+        )
+
+    def _fatal_message(self, status: int, url: str, model: Any, message: str) -> str:
+        if status in (401, 403):
+            return f"{self.label}: {url} refused the credentials (HTTP {status}: {message}); check the API key variable"
+        if status == 404:
+            return f"{self.label}: {url} has no model '{model}' or no chat API (HTTP 404: {message})"
+        return f"{self.label}: {url} rejected the request (HTTP {status}: {message})"
+
+    def _parse(self, response: Any, url: str, latency: float) -> Completion:
+        try:
+            payload = response.json()
+            choice = payload["choices"][0]
+            usage = payload.get("usage") or {}
+            return Completion(
+                text=choice["message"]["content"] or "",
+                finish_reason=choice.get("finish_reason") or "unknown",
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                latency_s=latency,
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"{self.label}: {url} sent a malformed chat completion ({type(exc).__name__}: {exc})") from None
+
+    def map_unordered(self, count: int, work: Callable[[int], T]) -> Iterator[tuple[int, T]]:
+        """Run `work(i)` for i < count with at most `max_in_flight` at once; yield results as they finish.
+
+        Items are submitted as slots free up (not all at once), so a fatal
+        error stops the run after the requests already in flight.
+        """
+        self._cancelled.clear()
+        executor = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix=f"llmrec-{self.label}")
+        running: dict[Future[T], int] = {}
+        next_index = 0
+        try:
+            while next_index < count or running:
+                while next_index < count and len(running) < self.max_in_flight:
+                    running[executor.submit(work, next_index)] = next_index
+                    next_index += 1
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield running.pop(future), future.result()
+        finally:
+            self._cancelled.set()  # stop retry loops of requests still in flight
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+class OpenAICompatibleBackend(Backend):
+    """A backend that is an OpenAI-compatible chat server (subclasses add auth or server management).
+
+    `schema_mode`: "response_format" sends a request's JSON schema as
+    `response_format: {"type": "json_schema", ...}` (constrained decoding in
+    vLLM, SGLang, llama.cpp, OpenAI); "prompt" writes it into the prompt;
+    "auto" tries response_format and falls back to the prompt, for the rest
+    of the run, when the server rejects it.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_urls: Sequence[str],
+        *,
+        api_key: str | None = None,
+        schema_mode: str = "auto",
+        max_in_flight: int = 32,
+        timeout_s: float = 600.0,
+        max_retries: int = 6,
+        max_wait_s: float = 30.0,
+        initial_wait_s: float = 0.5,
+        revision: str | None = None,
+    ) -> None:
+        if schema_mode not in ("auto", "response_format", "prompt"):
+            raise ConfigError(f"schema_mode must be auto, response_format or prompt; got '{schema_mode}'")
+        self._model_name = model
+        self._revision = revision or ""
+        self.schema_mode = schema_mode
+        self._client_options = {
+            "api_key": api_key,
+            "max_in_flight": max_in_flight,
+            "timeout_s": timeout_s,
+            "retry": RetryPolicy(max_retries=max_retries, initial_wait_s=initial_wait_s, max_wait_s=max_wait_s),
+            "label": self.name,
+        }
+        self.client: ChatClient | None = ChatClient(base_urls, **self._client_options) if base_urls else None
+
+    @property
+    def model_id(self) -> str:
+        return self._model_name
+
+    @property
+    def model_revision(self) -> str:
+        return self._revision
+
+    def __repr__(self) -> str:
+        urls = self.client.base_urls if self.client else []
+        return f"{type(self).__name__}(model={self._model_name!r}, base_urls={urls})"
+
+    def request_body(self, request: ChatRequest, *, schema_in_prompt: bool) -> dict[str, Any]:
+        sampling = request.sampling
+        use_prompt = request.json_schema is not None and schema_in_prompt
+        body: dict[str, Any] = {
+            "model": self._model_name,
+            "messages": request.messages_with_schema_in_prompt() if use_prompt else list(request.messages),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if request.json_schema is not None and not use_prompt:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": request.json_schema, "strict": True},
+            }
+        return body
+
+    def _complete_one(self, request: ChatRequest) -> Completion:
+        assert self.client is not None
+        schema_in_prompt = self.schema_mode == "prompt"
+        try:
+            return self.client.complete(self.request_body(request, schema_in_prompt=schema_in_prompt))
+        except RequestRejected as exc:
+            unsupported = any(word in exc.server_message.lower() for word in ("response_format", "json_schema"))
+            if not (self.schema_mode == "auto" and request.json_schema is not None and unsupported):
+                raise
+            logger.warning("%s: server rejects response_format (%s); putting schemas in the prompt", self.name, exc.server_message)
+            self.schema_mode = "prompt"
+            return self.client.complete(self.request_body(request, schema_in_prompt=True))
+
+    def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        assert self.client is not None
+        yield from self.client.map_unordered(len(requests), lambda i: self._complete_one(requests[i]))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()

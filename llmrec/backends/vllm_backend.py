@@ -1,0 +1,148 @@
+"""`vllm` backend: vLLM's continuous batching, as a server or in-process.
+
+Three ways to run, picked in this order:
+1. `base_url` given: talk to running vLLM server(s) (repeat it for replicas).
+2. `vllm` importable in this Python (a GPU machine without DGL): the
+   in-process `vllm.LLM` batch API. This path cannot be tested on the CPU CI,
+   where vLLM lives in its own venv because it pins a different torch.
+3. Otherwise: start `python -m vllm.entrypoints.openai.api_server` from the
+   vLLM venv (`.venv-vllm`, or `$LLMREC_VLLM_PYTHON`) on a free local port,
+   wait for it, and stop it on `close()` / exit / Ctrl-C (`vllm_server`).
+The server is started (or the engine built) on the first request, so a run
+served entirely from the completion store never pays for it.
+
+In server mode this is the OpenAI-compatible client of `http_client` plus
+server management; JSON schemas always go through vLLM's structured output
+(`response_format: json_schema`), i.e. constrained decoding. vLLM 0.32 cannot
+load GGUF, so GGUF models are served from their converted folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmrec.backends import register_backend
+from llmrec.backends.aliases import resolve_model
+from llmrec.backends.base import ChatRequest, Completion
+from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
+from llmrec.backends.http_client import ChatClient, OpenAICompatibleBackend
+from llmrec.backends.vllm_server import VLLMServer
+
+logger = logging.getLogger(__name__)
+
+# Requests per `LLM.chat` call in-process: answers reach the store per chunk.
+_IN_PROCESS_CHUNK = 256
+
+
+@register_backend("vllm")
+class VLLMBackend(OpenAICompatibleBackend):
+    """vLLM behind the common backend interface (see the module docstring for the modes)."""
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        base_url: str | Sequence[str] | None = None,
+        *,
+        python: str | None = None,
+        in_process: bool | None = None,
+        dtype: str = "float32",
+        enforce_eager: bool = True,
+        server_args: Sequence[str] = (),
+        start_timeout_s: float = 300.0,
+        api_key_env: str | None = None,
+        max_in_flight: int = 32,
+        timeout_s: float = 600.0,
+        max_retries: int = 6,
+        max_wait_s: float = 30.0,
+        initial_wait_s: float = 0.5,
+        revision: str | None = None,
+    ) -> None:
+        base_urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+        source = resolve_model(model)
+        if is_gguf(source) and revision is None:
+            revision = converted_dir(Path(source)).name.rsplit("-", 1)[-1]
+        super().__init__(
+            model,
+            base_urls,
+            api_key=os.environ.get(api_key_env) if api_key_env else None,
+            schema_mode="response_format",
+            max_in_flight=max_in_flight,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            max_wait_s=max_wait_s,
+            initial_wait_s=initial_wait_s,
+            revision=revision,
+        )
+        self._source = source
+        self.python = python
+        self.dtype = dtype
+        self.enforce_eager = enforce_eager
+        self.server_args = list(server_args)
+        self.start_timeout_s = start_timeout_s
+        if in_process is None:
+            in_process = not base_urls and importlib.util.find_spec("vllm") is not None
+        self.in_process = in_process
+        self.server: VLLMServer | None = None
+        self._llm: Any = None
+
+    def _weights_path(self) -> str:
+        return str(ensure_converted(self._source)) if is_gguf(self._source) else self._source
+
+    def _start_server(self) -> None:
+        self.server = VLLMServer(
+            self._weights_path(), self.model_id, python=self.python, dtype=self.dtype,
+            enforce_eager=self.enforce_eager, extra_args=self.server_args, start_timeout_s=self.start_timeout_s,
+        ).start()  # fmt: skip
+        self.client = ChatClient([self.server.base_url], **self._client_options)
+
+    def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        if not requests:
+            return
+        if self.in_process:
+            yield from self._generate_in_process(requests)
+            return
+        if self.client is None:
+            self._start_server()
+        yield from super().generate_iter(requests)
+
+    def _generate_in_process(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        """The offline `vllm.LLM.chat` API (needs vllm in this Python; not testable on the CPU CI)."""
+        from vllm import LLM
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if self._llm is None:
+            self._llm = LLM(model=self._weights_path(), dtype=self.dtype, enforce_eager=self.enforce_eager)
+        for start in range(0, len(requests), _IN_PROCESS_CHUNK):
+            chunk = requests[start : start + _IN_PROCESS_CHUNK]
+            params = [
+                VllmSamplingParams(
+                    temperature=r.sampling.temperature, top_p=r.sampling.top_p, max_tokens=r.sampling.max_tokens,
+                    seed=r.sampling.seed, stop=list(r.sampling.stop) or None,
+                    structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
+                )  # fmt: skip
+                for r in chunk
+            ]
+            started = time.perf_counter()
+            outputs = self._llm.chat([list(r.messages) for r in chunk], params, use_tqdm=False)
+            latency = time.perf_counter() - started
+            for offset, output in enumerate(outputs):
+                answer = output.outputs[0]
+                yield start + offset, Completion(
+                    answer.text, answer.finish_reason or "unknown", len(output.prompt_token_ids or []),
+                    len(answer.token_ids), latency,
+                )  # fmt: skip
+
+    def close(self) -> None:
+        super().close()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+            self.client = None
+        self._llm = None
