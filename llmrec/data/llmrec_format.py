@@ -5,21 +5,22 @@ string) to a list of int item ids, `item_attribute.csv` has no header (MovieLens
 columns id,title,genre; Netflix id,year,title), `text_feat.npy` /
 `image_feat.npy` are n_items x d float arrays copied into the run's
 `embeddings/`. The release's other files are pickles; unpickling runs code
-from the file, so they are read only with `--trust-pickle` (`train_mat` is
-then checked against `train.json`, `augmented_sample_dict` becomes
-`release/augmented_edges.parquet`).
+from the file, so they are read only with `--trust-pickle`, and then become
+the run's augmented edges, user-profile and item-attribute embeddings
+(`llmrec.data.llmrec_pickles`), so `llmrec train` uses them as it would the
+output of our own augment and embed stages.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from llmrec.data.llmrec_pickles import import_pickles
 from llmrec.data.raw import RawDataset
 from llmrec.data.readers import (
     check_unique,
@@ -35,17 +36,6 @@ if TYPE_CHECKING:
 
 SPLIT_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
 FEATURE_FILES = {"text_feat.npy": "embeddings/item_text.npy", "image_feat.npy": "embeddings/image.npy"}
-PICKLED_FILES = (
-    "train_mat",
-    "augmented_sample_dict",
-    "augmented_user_init_embedding",
-    "augmented_user_init_embedding_final",
-    "augmented_atttribute_embedding_dict",
-    "augmented_total_embed_dict",
-    "augmented_attribute_dict",
-    "augmented_user_profiling_dict",
-    "candidate_indices",
-)
 
 
 def _read_split(path: Path) -> pd.DataFrame:
@@ -104,72 +94,6 @@ def _read_features(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _unpickle(path: Path) -> Any:
-    try:
-        with open(path, "rb") as handle:
-            return pickle.load(handle)  # noqa: S301 - only with --trust-pickle
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise DataError(f"{path}: cannot unpickle ({type(exc).__name__}: {exc})") from None
-
-
-def _check_train_mat(path: Path, train: pd.DataFrame) -> str:
-    matrix = _unpickle(path)
-    if not hasattr(matrix, "tocoo"):
-        raise DataError(f"{path}: expected a scipy sparse user x item matrix, got {type(matrix).__name__}")
-    coo = matrix.tocoo()
-    released = set(zip(coo.row.tolist(), coo.col.tolist()))
-    from_json = set(zip(train["user_id"].tolist(), train["item_id"].tolist()))
-    if released != from_json:
-        raise DataError(
-            f"{path}: {len(released ^ from_json)} edges differ from train.json; the release is inconsistent"
-        )
-    return f"train_mat agrees with train.json ({len(released)} edges, shape {matrix.shape})"
-
-
-def _augmented_edges(path: Path, n_users: int, n_items: int) -> pd.DataFrame:
-    samples = _unpickle(path)
-    if not isinstance(samples, dict):
-        raise DataError(f"{path}: expected a dict user -> {{0: liked, 1: disliked}}, got {type(samples).__name__}")
-    rows = []
-    for user, pair in samples.items():
-        try:
-            rows.append((int(user), int(pair[0]), int(pair[1])))
-        except (TypeError, KeyError, ValueError, IndexError):
-            raise DataError(f"{path}: user {user!r}: expected {{0: liked item, 1: disliked item}}") from None
-    edges = pd.DataFrame(rows, columns=["user", "liked", "disliked"], dtype=np.int64)
-    in_range = edges["user"].between(0, n_users - 1) & edges[["liked", "disliked"]].lt(n_items).all(axis=1)
-    edges = edges[in_range].reset_index(drop=True)
-    edges["model"] = "llmrec-release"
-    edges["template_hash"] = ""
-    return edges
-
-
-def _import_pickles(
-    root: Path, config: PrepareConfig, train: pd.DataFrame, n_users: int, n_items: int
-) -> tuple[dict[str, Path], dict[str, pd.DataFrame], list[str]]:
-    """Read the release's pickles only when trusted; otherwise say which were skipped and why."""
-    pickled = [name for name in PICKLED_FILES if (root / name).is_file()]
-    if not pickled:
-        return {}, {}, []
-    if not config.trust_pickle:
-        note = f"skipped pickled files {pickled}: unpickling runs code from the file; pass --trust-pickle to load them"
-        return {}, {}, [note]
-    sources: dict[str, Path] = {}
-    tables: dict[str, pd.DataFrame] = {}
-    notes: list[str] = []
-    if "train_mat" in pickled:
-        notes.append(_check_train_mat(root / "train_mat", train))
-        sources["train_mat"] = root / "train_mat"
-    if "augmented_sample_dict" in pickled:
-        path = root / "augmented_sample_dict"
-        tables["release/augmented_edges.parquet"] = _augmented_edges(path, n_users, n_items)
-        sources["augmented_sample_dict"] = path
-    ignored = [p for p in pickled if p not in sources]
-    if ignored:
-        notes.append(f"pickled files not imported (no converter): {ignored}")
-    return sources, tables, notes
-
-
 def load_llmrec_format(root: Path, config: PrepareConfig) -> RawDataset:
     splits = {name: _read_split(root / file) for name, file in SPLIT_FILES.items()}
     items, layout = _read_attributes(root / "item_attribute.csv", config)
@@ -192,17 +116,17 @@ def load_llmrec_format(root: Path, config: PrepareConfig) -> RawDataset:
     n_users = max(int(f["user_id"].max()) for f in splits.values() if len(f)) + 1
     if splits["val"].equals(splits["test"]):
         notes.append("val.json equals test.json (a known flaw of the release, LLMRec issue #31)")
-    pickle_sources, extra, pickle_notes = _import_pickles(root, config, splits["train"], n_users, n_items)
+    pickles = import_pickles(root, config.trust_pickle, splits["train"], n_users, n_items)
     all_items = pd.DataFrame({"item_id": np.arange(n_items, dtype=np.int64)}).merge(items, how="left")
     return RawDataset(
         name="llmrec-format",
         interactions=pd.concat(splits.values(), ignore_index=True).assign(rating=1.0, timestamp=0),
         items=all_items.astype({"year": "Int64"}),
         users=pd.DataFrame({"user_id": np.arange(n_users, dtype=np.int64)}),
-        sources=checksums({**sources, **pickle_sources}),
+        sources=checksums({**sources, **pickles.sources}),
         explicit_ratings=False,
         fixed_split=splits,
-        features=features,
-        extra_tables=extra,
-        notes=notes + pickle_notes,
+        features={**features, **pickles.arrays},
+        extra_tables=pickles.tables,
+        notes=notes + pickles.notes,
     )

@@ -158,6 +158,6 @@ def test_llmrec_trusted_pickles_are_checked_and_imported(tmp_path: Path) -> None
     (source / "augmented_sample_dict").write_bytes(pickle.dumps({0: {0: 4, 1: 5}, 1: {0: 0, 1: 9}}))
     run = tmp_path / "run"
     prepare_run(run, PrepareConfig(dataset="llmrec-format", data_dir=str(source), trust_pickle=True))
-    edges = read_parquet(run / "release" / "augmented_edges.parquet")
+    edges = read_parquet(run / "augmented_edges.parquet")
     assert edges[["user", "liked", "disliked"]].values.tolist() == [[0, 4, 5]]  # item 9 is out of range
     assert {"train_mat", "augmented_sample_dict"} <= set(read_manifest(run)["stages"]["prepare"]["inputs"])
