@@ -185,7 +185,7 @@ def _gender_field(value: object) -> str | None:
 
 def _candidate_number(field: str, value: object, n_candidates: int) -> int:
     """A 1-based candidate number; accepts `3` and `"3"`."""
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 4:
+    if isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 4:  # isdigit() admits "²", which int() refuses
         value = int(value.strip())
     if isinstance(value, float) and value.is_integer():
         value = int(value)

@@ -1,0 +1,112 @@
+"""Candidate items for the edge augmentation: the base recommender's top-k per user.
+
+The original LLMRec took `topk(U @ I.T, 10)` of a trained MMSSL/LATTICE
+without masking training items, so the LLM was often offered movies the user
+had already watched (and its "liked" pick became a duplicate edge). Here the
+base model is LightGCN trained on the run's training split, training items are
+excluded before the top-k, and the result is an artifact with its own manifest
+stage, so a rerun with the same inputs is a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from llmrec import artifacts
+
+logger = logging.getLogger(__name__)
+
+STAGE = "candidates"
+CANDIDATES_FILE = "candidates.parquet"
+_USER_BATCH = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidatesResult:
+    """Where the candidates are, whether this call computed them, and the base model's validation metrics."""
+
+    path: Path
+    skipped: bool
+    val_metrics: dict[str, float]
+
+
+def _as_numpy(matrix: Any) -> np.ndarray:
+    if hasattr(matrix, "detach"):
+        matrix = matrix.detach().cpu().numpy()
+    return np.asarray(matrix, dtype=np.float32)
+
+
+def top_k_unseen(
+    user_embeddings: np.ndarray, item_embeddings: np.ndarray, seen: Any, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the `k` highest-scoring items not in `seen` (a CSR user x item matrix).
+
+    Returns (items, scores), each `n_users x k`, best first; ties broken by the
+    lower item id so the result is deterministic. Scores are computed in user
+    batches so memory stays at `batch x n_items`.
+    """
+    n_users, n_items = user_embeddings.shape[0], item_embeddings.shape[0]
+    k = min(k, n_items)
+    top_items = np.empty((n_users, k), dtype=np.int64)
+    top_scores = np.empty((n_users, k), dtype=np.float32)
+    for start in range(0, n_users, _USER_BATCH):
+        stop = min(start + _USER_BATCH, n_users)
+        scores = user_embeddings[start:stop] @ item_embeddings.T
+        block = seen[start:stop].tocoo()
+        scores[block.row, block.col] = -np.inf
+        # Partition on (-score, item) order: argpartition would break ties arbitrarily.
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n_items else np.tile(np.arange(n_items), (stop - start, 1))
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        top_items[start:stop] = np.take_along_axis(part, order, axis=1)
+        top_scores[start:stop] = np.take_along_axis(part_scores, order, axis=1)
+    return top_items, top_scores
+
+
+def generate_candidates(
+    run_dir: Path | str, k: int = 10, *, seed: int = 0, device: str = "auto", epochs: int | None = None
+) -> CandidatesResult:
+    """Train LightGCN on the training split and write each user's top-k unseen items."""
+    from llmrec.data.tables import load_split
+    from llmrec.evaluation import interactions_to_csr
+
+    run_dir = Path(run_dir)
+    if k < 2:
+        from llmrec.errors import ConfigError
+
+        raise ConfigError(f"candidates: k must be >= 2 (a liked and a disliked pick), got {k}")
+    params = {"k": k, "seed": seed, "epochs": epochs, "model": "lightgcn"}
+    inputs = {"train.parquet": artifacts.sha256_file(run_dir / "train.parquet")}
+    if artifacts.stage_is_current(run_dir, STAGE, params, inputs):
+        logger.info("candidates: %s is up to date", run_dir / CANDIDATES_FILE)
+        stats = artifacts.read_manifest(run_dir)["stages"][STAGE]["stats"]
+        return CandidatesResult(run_dir / CANDIDATES_FILE, skipped=True, val_metrics=stats.get("val_metrics", {}))
+
+    from llmrec.recommender.api import train_base_model
+
+    tables = load_split(run_dir)
+    options: dict[str, Any] = {"model": "lightgcn", "seed": seed, "device": device}
+    if epochs is not None:
+        options["epochs"] = epochs
+    result = train_base_model(run_dir, **options)
+    seen = interactions_to_csr(tables.train, tables.n_users, tables.n_items, name=str(run_dir / "train.parquet"))
+    items, scores = top_k_unseen(_as_numpy(result.user_embeddings), _as_numpy(result.item_embeddings), seen, k)
+    n_users, width = items.shape
+    frame = pd.DataFrame({
+        "user": np.repeat(np.arange(n_users, dtype=np.int64), width),
+        "rank": np.tile(np.arange(width, dtype=np.int64), n_users),
+        "item": items.reshape(-1),
+        "score": scores.reshape(-1),
+    })  # fmt: skip
+    frame = frame[np.isfinite(frame["score"])]  # users who have seen almost every item
+    artifacts.write_parquet(run_dir / CANDIDATES_FILE, frame)
+    val_metrics = {name: float(value) for name, value in dict(result.val_metrics or {}).items()}
+    artifacts.record_stage(run_dir, STAGE, params, inputs, [CANDIDATES_FILE], {"val_metrics": val_metrics, "users": n_users})
+    logger.info("candidates: top-%d unseen items for %d users (base LightGCN validation %s)", width, n_users, val_metrics)
+    return CandidatesResult(run_dir / CANDIDATES_FILE, skipped=False, val_metrics=val_metrics)

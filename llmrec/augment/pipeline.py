@@ -1,0 +1,324 @@
+"""The augmentation pipeline: tasks -> one batch through the completion store -> validate -> repair once -> artifacts.
+
+For each requested augmentation (edges, profiles, attributes):
+1. build every task (one prompt per user or item) and send them to the
+   backend as ONE batch through the completion store (answers already in the
+   store cost nothing, so a killed run resumes where it stopped);
+2. validate every answer; invalid ones get one repair request (the original
+   messages + the bad answer + what was wrong), again as one batch;
+3. write the validated rows atomically, record the manifest stage
+   `augment:<what>` and the counts (valid / repaired / failed, with each
+   failure's reason) in `augment_report.json`. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmrec import artifacts
+from llmrec.augment.tasks import (
+    ATTRIBUTES,
+    AUGMENTATIONS,
+    EDGES,
+    PROFILES,
+    Task,
+    TaskSet,
+    attribute_tasks,
+    edge_tasks,
+    profile_tasks,
+    select_items,
+    select_users,
+)
+from llmrec.augment.validate import AnswerValidationError
+from llmrec.backends.base import Backend, ChatRequest, SamplingParams
+from llmrec.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "augment_report.json"
+ARTIFACT_FILES = {
+    EDGES: "augmented_edges.parquet",
+    PROFILES: "user_profiles.parquet",
+    ATTRIBUTES: "item_attributes.parquet",
+}
+#: Decoding defaults per augmentation: the original's temperatures (0.6 edges and
+#: attributes, 0.8 profiles, top_p 0.1) and answer budgets sized to the JSON asked for.
+DEFAULT_SAMPLING = {
+    EDGES: SamplingParams(temperature=0.6, top_p=0.1, max_tokens=48, seed=0),
+    PROFILES: SamplingParams(temperature=0.8, top_p=0.1, max_tokens=160, seed=0),
+    ATTRIBUTES: SamplingParams(temperature=0.6, top_p=0.1, max_tokens=64, seed=0),
+}
+DEFAULT_LIMIT_USERS = 20
+DEFAULT_HISTORY_BUDGET = 30
+#: Longest bad answer quoted back in a repair prompt.
+_REPAIR_QUOTE_CHARS = 1500
+
+
+@dataclasses.dataclass
+class AugmentationCounts:
+    """Accounting of one augmentation: `valid + repaired + failed == requested`."""
+
+    requested: int = 0
+    valid: int = 0
+    repaired: int = 0
+    failed: int = 0
+    failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    usage: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: str = ""
+    template_hash: str = ""
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["failure_reasons"] = dict(Counter(_reason_kind(f["reason"]) for f in self.failures).most_common())
+        return record
+
+
+@dataclasses.dataclass
+class AugmentSummary:
+    """What `run_augmentation` did, per augmentation."""
+
+    run_dir: Path
+    counts: dict[str, AugmentationCounts]
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{what}: {c.requested} requested, {c.valid} valid, {c.repaired} repaired, {c.failed} failed"
+            + (" (up to date)" if c.skipped else "")
+            for what, c in self.counts.items()
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentOptions:
+    """Everything besides the backend that decides an augmentation's output."""
+
+    what: tuple[str, ...] = AUGMENTATIONS
+    limit_users: int = DEFAULT_LIMIT_USERS
+    limit_items: int | None = None
+    history_budget: int = DEFAULT_HISTORY_BUDGET
+    prompts_dir: Path | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int = 0
+    candidates_k: int = 10
+
+    def __post_init__(self) -> None:
+        unknown = [w for w in self.what if w not in AUGMENTATIONS]
+        if unknown or not self.what:
+            raise ConfigError(f"augment: unknown augmentation(s) {unknown}; expected some of {list(AUGMENTATIONS)}")
+        if self.history_budget < 1:
+            raise ConfigError(f"augment: history_budget must be >= 1, got {self.history_budget}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"augment: max_tokens must be >= 1, got {self.max_tokens}")
+        if self.limit_users < 0 or (self.limit_items is not None and self.limit_items < 0):
+            raise ConfigError("augment: limits must be >= 0 (0 = all)")
+
+    def sampling(self, what: str) -> SamplingParams:
+        base = DEFAULT_SAMPLING[what]
+        return dataclasses.replace(
+            base,
+            temperature=base.temperature if self.temperature is None else self.temperature,
+            top_p=base.top_p if self.top_p is None else self.top_p,
+            max_tokens=base.max_tokens if self.max_tokens is None else self.max_tokens,
+            seed=self.seed,
+        )
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason with its specifics (numbers, quoted values) blanked, so failures tally by kind."""
+    return re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'...'", reason))[:100]
+
+
+def repair_messages(task: Task, bad_answer: str, reason: str) -> tuple[dict[str, str], ...]:
+    """The original conversation, the bad answer, and what was wrong with it."""
+    quoted = bad_answer[:_REPAIR_QUOTE_CHARS]
+    return (
+        *task.messages,
+        {"role": "assistant", "content": quoted},
+        {"role": "user", "content": f"That answer is not valid: {reason}. "
+                                    "Answer again with only the corrected JSON object, nothing else."},
+    )  # fmt: skip
+
+
+def _validated(task: Task, text: str) -> tuple[Any, str | None]:
+    try:
+        return task.validate(text), None
+    except AnswerValidationError as exc:
+        return None, exc.reason
+
+
+def answer_tasks(
+    task_set: TaskSet, backend: Backend, store: Any, sampling: SamplingParams
+) -> tuple[dict[int, Any], AugmentationCounts]:
+    """Ask every task (one batch), repair invalid answers once (one batch), count everything."""
+    from llmrec.store import UsageSummary
+
+    tasks = task_set.tasks
+    counts = AugmentationCounts(requested=len(tasks), model=backend.model_id, template_hash=task_set.template.template_hash)
+    usage = UsageSummary()
+    first = store.generate(backend, [ChatRequest(t.messages, sampling, t.schema) for t in tasks])
+    usage.add(first.usage)
+    accepted: dict[int, Any] = {}
+    to_repair: list[tuple[Task, str, str]] = []
+    for task, completion in zip(tasks, first.completions):
+        value, reason = _validated(task, completion.text)
+        if reason is None:
+            accepted[task.entity] = value
+            counts.valid += 1
+        else:
+            to_repair.append((task, completion.text, reason))
+    if to_repair:
+        repairs = [ChatRequest(repair_messages(t, text, reason), sampling, t.schema) for t, text, reason in to_repair]
+        second = store.generate(backend, repairs)
+        usage.add(second.usage)
+        for (task, _, first_reason), completion in zip(to_repair, second.completions):
+            value, reason = _validated(task, completion.text)
+            if reason is None:
+                accepted[task.entity] = value
+                counts.repaired += 1
+            else:
+                counts.failed += 1
+                counts.failures.append({"id": task.entity, "reason": reason, "first_reason": first_reason})
+    counts.usage = usage.as_dict()
+    logger.info(
+        "%s: %d requested, %d valid, %d repaired, %d failed", task_set.what,
+        counts.requested, counts.valid, counts.repaired, counts.failed,
+    )  # fmt: skip
+    return accepted, counts
+
+
+def _table(what: str, accepted: dict[int, Any], model: str, template_hash: str) -> Any:
+    """The validated rows as an Arrow table with the contract's column types (even when empty)."""
+    import pyarrow as pa
+
+    ids = sorted(accepted)
+    text, strings = pa.string(), pa.list_(pa.string())
+    if what == EDGES:
+        columns = {"user": (ids, pa.int64()), "liked": ([accepted[u].liked for u in ids], pa.int64()),
+                   "disliked": ([accepted[u].disliked for u in ids], pa.int64())}
+    elif what == PROFILES:
+        columns = {"user": (ids, pa.int64()), "age": ([accepted[u]["age"] for u in ids], pa.int64()),
+                   "gender": ([accepted[u]["gender"] for u in ids], text)}
+        for field in ("liked_genres", "disliked_genres", "liked_directors"):
+            columns[field] = ([accepted[u][field] for u in ids], strings)
+        for field in ("country", "language"):
+            columns[field] = ([accepted[u][field] for u in ids], text)
+    else:
+        columns = {"item": (ids, pa.int64())}
+        for field in ("director", "country", "language"):
+            columns[field] = ([accepted[i][field] for i in ids], text)
+    columns["model"] = ([model] * len(ids), text)
+    columns["template_hash"] = ([template_hash] * len(ids), text)
+    return pa.table({name: pa.array(values, type=kind) for name, (values, kind) in columns.items()})
+
+
+def _write_table(path: Path, table: Any) -> None:
+    import pyarrow.parquet as pq
+
+    with artifacts.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _update_report(run_dir: Path, what: str, counts: AugmentationCounts) -> None:
+    path = run_dir / REPORT_FILE
+    report = artifacts.read_json(path) if path.is_file() else {}
+    report[what] = counts.as_dict()
+    artifacts.write_json(path, report)
+
+
+def _stage_params(what: str, backend: Backend, options: AugmentOptions, template_hash: str, ids: Sequence[int]) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "backend": backend.name, "model": backend.model_id, "revision": backend.model_revision,
+        "template_hash": template_hash, "sampling": dataclasses.asdict(options.sampling(what)),
+        "ids_sha256": artifacts.sha256_text(",".join(map(str, ids))),
+    }  # fmt: skip
+    if what != ATTRIBUTES:
+        params["history_budget"] = options.history_budget
+    return params
+
+
+def run_augmentation(
+    run_dir: Path | str,
+    backend: Backend,
+    what: Sequence[str] = AUGMENTATIONS,
+    limit_users: int = DEFAULT_LIMIT_USERS,
+    limit_items: int | None = None,
+    *,
+    store_path: Path | str | None = None,
+    options: AugmentOptions | None = None,
+    candidates_device: str = "auto",
+    candidates_epochs: int | None = None,
+) -> AugmentSummary:
+    """Run the requested augmentations on a prepared run (edges first train the candidate model).
+
+    `options` overrides `what`/`limit_users`/`limit_items` when given. All
+    requests go through the completion store at `store_path` (default:
+    `$LLMREC_HOME/completions.sqlite`).
+    """
+    from llmrec.augment.candidates import CANDIDATES_FILE, generate_candidates
+    from llmrec.data.tables import load_split
+    from llmrec.paths import default_store_path
+    from llmrec.store import CompletionStore
+
+    run_dir = Path(run_dir)
+    if options is None:
+        options = AugmentOptions(what=tuple(what), limit_users=limit_users, limit_items=limit_items)
+    tables = load_split(run_dir)
+    users = select_users(tables.train, tables.n_users, options.limit_users)
+    if EDGES in options.what:
+        generate_candidates(run_dir, options.candidates_k, seed=options.seed, device=candidates_device,
+                            epochs=candidates_epochs)  # fmt: skip
+    candidates = None
+    if (run_dir / CANDIDATES_FILE).is_file():  # attributes also cover the candidates when known
+        candidates = artifacts.read_parquet(run_dir / CANDIDATES_FILE, ["user", "rank", "item", "score"])
+    inputs = {name: artifacts.sha256_file(run_dir / name) for name in ("train.parquet", "items.parquet")}
+    if candidates is not None:
+        inputs[CANDIDATES_FILE] = artifacts.sha256_file(run_dir / CANDIDATES_FILE)
+
+    counts: dict[str, AugmentationCounts] = {}
+    with CompletionStore(store_path or default_store_path()) as store:
+        for name in AUGMENTATIONS:
+            if name not in options.what:
+                continue
+            if name == EDGES:
+                task_set = edge_tasks(tables, candidates, users, options.history_budget, options.prompts_dir)
+            elif name == PROFILES:
+                task_set = profile_tasks(tables, users, options.history_budget, options.prompts_dir)
+            else:
+                items = select_items(tables.train, candidates, users, tables.n_items, options.limit_items)
+                task_set = attribute_tasks(tables, items, options.prompts_dir)
+            counts[name] = _run_one(run_dir, task_set, backend, store, options, inputs)
+    summary = AugmentSummary(run_dir, counts)
+    logger.info("augment: %s", summary.describe())
+    return summary
+
+
+def _run_one(
+    run_dir: Path, task_set: TaskSet, backend: Backend, store: Any, options: AugmentOptions, inputs: dict[str, str]
+) -> AugmentationCounts:
+    what = task_set.what
+    stage = f"augment:{what}"
+    stage_inputs = {k: v for k, v in inputs.items() if what == EDGES or k != "candidates.parquet"}
+    params = _stage_params(what, backend, options, task_set.template.template_hash, [t.entity for t in task_set.tasks])
+    if artifacts.stage_is_current(run_dir, stage, params, stage_inputs):
+        recorded = artifacts.read_manifest(run_dir)["stages"][stage]["stats"]
+        logger.info("%s: up to date (%s)", stage, ARTIFACT_FILES[what])
+        fields = {f.name for f in dataclasses.fields(AugmentationCounts)}
+        return AugmentationCounts(**{k: v for k, v in recorded.items() if k in fields}, skipped=True)
+    accepted, counts = answer_tasks(task_set, backend, store, options.sampling(what))
+    rel = ARTIFACT_FILES[what]
+    _write_table(run_dir / rel, _table(what, accepted, counts.model, counts.template_hash))
+    stats = {k: v for k, v in dataclasses.asdict(counts).items() if k not in ("failures", "usage", "skipped")}
+    artifacts.record_stage(run_dir, stage, params, stage_inputs, [rel], stats)
+    _update_report(run_dir, what, counts)
+    return counts

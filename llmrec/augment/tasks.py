@@ -1,0 +1,122 @@
+"""Turn a run's tables into augmentation tasks: one prompt + one validator per user or item.
+
+A task is everything needed to ask and to judge one question; the pipeline
+sends all tasks of an augmentation as one batch and never looks inside them.
+Building tasks is deterministic (same tables, options and template -> the same
+messages), which is what lets the completion store recognise a rerun's
+requests and answer them without the backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmrec.augment import schemas
+from llmrec.augment.context import movie_descriptions, training_histories, training_item_sets
+from llmrec.augment.validate import validate_attribute_answer, validate_edge_answer, validate_profile_answer
+from llmrec.prompts import PromptTemplate, load_template
+
+EDGES, PROFILES, ATTRIBUTES = "edges", "profiles", "attributes"
+AUGMENTATIONS = (EDGES, PROFILES, ATTRIBUTES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One question: who it is about, the chat messages, the answer schema and its validator."""
+
+    entity: int
+    messages: tuple[dict[str, str], ...]
+    schema: dict[str, Any]
+    validate: Callable[[str], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSet:
+    """All tasks of one augmentation and the template that rendered them."""
+
+    what: str
+    template: PromptTemplate
+    tasks: list[Task]
+
+
+def select_users(train: pd.DataFrame, n_users: int, limit_users: int) -> list[int]:
+    """The first `limit_users` user ids that have training interactions (0 = all).
+
+    Taking a prefix (not a sample) keeps selections nested: raising the limit
+    reuses every answer already in the store.
+    """
+    with_history = sorted(int(u) for u in pd.unique(train["user"]) if 0 <= u < n_users)
+    return with_history if limit_users <= 0 else with_history[:limit_users]
+
+
+def select_items(
+    train: pd.DataFrame, candidates: pd.DataFrame | None, users: Sequence[int], n_items: int, limit_items: int | None
+) -> list[int]:
+    """Items whose attributes are asked for.
+
+    Default (`None`): the items in the selected users' training histories and
+    candidate lists (the items the augmented graph of those users touches).
+    `0`: the whole catalogue. `N > 0`: the first N ids of the default set.
+    """
+    if limit_items == 0:
+        return list(range(n_items))
+    chosen = set(train.loc[train["user"].isin(list(users)), "item"].astype(int))
+    if candidates is not None:
+        chosen |= set(candidates.loc[candidates["user"].isin(list(users)), "item"].astype(int))
+    ordered = sorted(chosen)
+    return ordered if limit_items is None else ordered[:limit_items]
+
+
+def _history_context(movies: list[dict[str, Any]], history: list[int]) -> list[dict[str, Any]]:
+    return [movies[item] for item in history]
+
+
+def edge_tasks(
+    tables: Any, candidates: pd.DataFrame, users: Sequence[int], history_budget: int, prompts_dir: Path | None
+) -> TaskSet:
+    """Per user: history + numbered candidates -> liked / disliked candidate."""
+    template = load_template(EDGES, prompts_dir)
+    movies = movie_descriptions(tables.items)
+    histories = training_histories(tables.train, users, history_budget)
+    known = training_item_sets(tables.train, users)
+    ranked = candidates.sort_values(["user", "rank"]).groupby("user")["item"].agg(list)
+    tasks = []
+    for user in users:
+        candidate_items = [int(i) for i in ranked.get(user, [])]
+        if len(candidate_items) < 2:
+            continue  # nothing to choose between; counted by the caller as not requested
+        numbered = [{"number": n + 1, **movies[item]} for n, item in enumerate(candidate_items)]
+        messages = template.render(history=_history_context(movies, histories[user]), candidates=numbered)
+        history_set = known[user]
+        tasks.append(Task(
+            user, messages, schemas.edge_schema(len(candidate_items)),
+            lambda text, c=tuple(candidate_items), h=history_set: validate_edge_answer(text, c, h),
+        ))  # fmt: skip
+    return TaskSet(EDGES, template, tasks)
+
+
+def profile_tasks(tables: Any, users: Sequence[int], history_budget: int, prompts_dir: Path | None) -> TaskSet:
+    """Per user: history -> profile."""
+    template = load_template(PROFILES, prompts_dir)
+    movies = movie_descriptions(tables.items)
+    histories = training_histories(tables.train, users, history_budget)
+    schema = schemas.profile_schema()
+    tasks = [
+        Task(user, template.render(history=_history_context(movies, histories[user])), schema, validate_profile_answer)
+        for user in users
+    ]
+    return TaskSet(PROFILES, template, tasks)
+
+
+def attribute_tasks(tables: Any, items: Sequence[int], prompts_dir: Path | None) -> TaskSet:
+    """Per item: title, year, genres -> director, country, language."""
+    template = load_template(ATTRIBUTES, prompts_dir)
+    movies = movie_descriptions(tables.items)
+    schema = schemas.attribute_schema()
+    tasks = [Task(item, template.render(item=movies[item]), schema, validate_attribute_answer) for item in items]
+    return TaskSet(ATTRIBUTES, template, tasks)
