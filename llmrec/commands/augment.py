@@ -1,0 +1,161 @@
+"""`llmrec augment`, `llmrec embed`, `llmrec audit profiles`: LLM answers in, embeddings out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+audit_app = typer.Typer(no_args_is_help=True, help="Check LLM-written data against ground truth.")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Options of `llmrec augment` (TOML section `[augment]`)."""
+
+    what: tuple[str, ...] = ("edges", "profiles", "attributes")
+    backend: str = "transformers"
+    model: str = "smollm2-135m"
+    base_url: tuple[str, ...] = ()
+    backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    store: str | None = None
+    limit_users: int = 20
+    limit_items: int | None = None
+    history_budget: int = 30
+    prompts_dir: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int = 0
+    candidates_k: int = 10
+    candidates_epochs: int | None = None
+    device: str = "auto"
+
+
+def _parse_backend_options(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs; values read as JSON when they parse (numbers, booleans), else as text."""
+    from llmrec.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--backend-option '{pair}': expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
+def _limit(value: str | None, flag: str) -> int | None:
+    from llmrec.errors import ConfigError
+
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: expected a number or 'all'") from None
+    return number
+
+
+def augment(
+    run: Path = typer.Argument(..., help="Prepared run directory."),
+    what: str | None = typer.Option(None, "--what", help="Comma-separated: edges,profiles,attributes (default all)."),
+    backend: str | None = typer.Option(None, "--backend", help="transformers | vllm | openai (default transformers)."),
+    model: str | None = typer.Option(None, "--model", help="Alias (smollm2-135m, qwen2.5-7b, ...), HF id or path."),
+    base_url: list[str] | None = typer.Option(None, "--base-url", help="Server URL (repeat for replicas)."),
+    backend_option: list[str] | None = typer.Option(
+        None, "--backend-option", help="KEY=VALUE passed to the backend (e.g. batch_size=4, max_in_flight=64)."
+    ),
+    limit_users: str | None = typer.Option(None, "--limit-users", help="First N users with history (default 20; 0/all = all)."),
+    limit_items: str | None = typer.Option(
+        None, "--limit-items",
+        help="Attributes: default the items in the chosen users' histories + candidates; N = first N of those; 0/all = every item.",
+    ),  # fmt: skip
+    history_budget: int | None = typer.Option(None, "--history-budget", help="Most recent training items per prompt (default 30)."),
+    prompts_dir: Path | None = typer.Option(None, "--prompts-dir", help="Folder of <name>.jinja overriding the packaged prompts."),
+    store: Path | None = typer.Option(None, "--store", help="Completion store (default $LLMREC_HOME/completions.sqlite)."),
+    temperature: float | None = typer.Option(None, "--temperature", help="Override every augmentation's temperature."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Override every augmentation's top_p."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Override every augmentation's answer budget."),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (also the candidate model's seed)."),
+    candidates_k: int | None = typer.Option(None, "--candidates-k", help="Candidates per user for edges (default 10)."),
+    candidates_epochs: int | None = typer.Option(None, "--candidates-epochs", help="Epochs of the candidate LightGCN."),
+    device: str | None = typer.Option(None, "--device", help="Device of the candidate model (auto/cpu/cuda)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file; its [augment] table sets options."),
+) -> None:
+    """Ask an LLM for augmented edges, user profiles and item attributes; validated, resumable."""
+    from llmrec.augment.pipeline import AugmentOptions, run_augmentation
+    from llmrec.backends import get_backend
+    from llmrec.config import build, load_toml, write_effective_config
+
+    overrides: dict[str, Any] = {
+        "what": [w.strip() for w in what.split(",") if w.strip()] if what else None,
+        "backend": backend, "model": model, "base_url": base_url or None,
+        "backend_options": _parse_backend_options(backend_option) if backend_option else None,
+        "store": str(store) if store else None, "limit_users": _limit(limit_users, "--limit-users"),
+        "limit_items": _limit(limit_items, "--limit-items"), "history_budget": history_budget,
+        "prompts_dir": str(prompts_dir) if prompts_dir else None, "temperature": temperature, "top_p": top_p,
+        "max_tokens": max_tokens, "seed": seed, "candidates_k": candidates_k,
+        "candidates_epochs": candidates_epochs, "device": device,
+    }  # fmt: skip
+    settings = build(AugmentConfig, "augment", load_toml(config).get("augment"), overrides)
+    options = AugmentOptions(
+        what=tuple(settings.what), limit_users=settings.limit_users, limit_items=settings.limit_items,
+        history_budget=settings.history_budget,
+        prompts_dir=Path(settings.prompts_dir) if settings.prompts_dir else None,
+        temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
+        seed=settings.seed, candidates_k=settings.candidates_k,
+    )  # fmt: skip
+    backend_kwargs = dict(settings.backend_options)
+    if settings.base_url:
+        backend_kwargs["base_url"] = list(settings.base_url) if len(settings.base_url) > 1 else settings.base_url[0]
+    with get_backend(settings.backend, model=settings.model, **backend_kwargs) as llm:
+        summary = run_augmentation(
+            run, llm, store_path=settings.store, options=options,
+            candidates_device=settings.device, candidates_epochs=settings.candidates_epochs,
+        )  # fmt: skip
+    write_effective_config(run, "augment", settings)
+    for name, counts in summary.counts.items():
+        reasons = counts.as_dict()["failure_reasons"]
+        note = " (up to date)" if counts.skipped else ""
+        typer.echo(
+            f"{name:<11} requested {counts.requested:>5}  valid {counts.valid:>5}  repaired {counts.repaired:>5}  "
+            f"failed {counts.failed:>5}{note}" + (f"  top failure: {next(iter(reasons))}" if reasons else "")
+        )
+    typer.echo(f"report: {run / 'augment_report.json'}")
+
+
+def embed(
+    run: Path = typer.Argument(..., help="Run directory (after prepare; augment optional)."),
+    model: str | None = typer.Option(None, "--model", help="sentence-transformers id or folder (default bundled all-MiniLM-L6-v2)."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (default auto)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per encoder batch."),
+) -> None:
+    """Embed item text, LLM item attributes and LLM user profiles into RUN/embeddings/*.npy."""
+    from llmrec.embed import embed_run
+
+    summary = embed_run(run, model=model, device=device, batch_size=batch_size)
+    if summary.skipped:
+        typer.echo(f"embeddings in {run / 'embeddings'} are up to date ({summary.model})")
+    else:
+        typer.echo(
+            f"embeddings ({summary.model}, d={summary.dim}) in {run / 'embeddings'}: "
+            f"{summary.encoded} texts encoded, {summary.cached} from the cache"
+        )
+
+
+@audit_app.command("profiles")
+def audit_profiles(run: Path = typer.Argument(..., help="Run directory with user_profiles.parquet.")) -> None:
+    """Accuracy of LLM-inferred age bracket and gender vs the dataset's demographics, next to a majority baseline."""
+    from llmrec.audit import AUDIT_FILE, audit_profiles as run_audit
+
+    typer.echo(run_audit(run).describe())
+    typer.echo(f"written: {run / AUDIT_FILE}")
