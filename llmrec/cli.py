@@ -37,6 +37,10 @@ from llmrec.commands import data as data_cmd  # noqa: E402
 app.add_typer(data_cmd.app, name="data", help="Find, prepare and inspect datasets.")
 from llmrec.commands import cache as cache_cmd  # noqa: E402
 app.add_typer(cache_cmd.app, name="cache", help="Inspect, export or clear the LLM completion store.")
+from llmrec.commands import augment as augment_cmd  # noqa: E402
+app.command("augment")(augment_cmd.augment)
+app.command("embed")(augment_cmd.embed)
+app.add_typer(augment_cmd.audit_app, name="audit", help="Check LLM-written data against ground truth.")
 # --- end of command registrations ---
 
 
