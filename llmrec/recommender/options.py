@@ -1,0 +1,91 @@
+"""Training options (`[train]` in a config TOML) and their per-model defaults.
+
+Defaults that depend on the model (`lr`, `max_epochs`, `min_epochs`) are None
+in the dataclass and resolved per model by `resolve`. They were measured on
+ml-latest-small (see docs in README/bench results): at lr 1e-3 LightGCN's
+validation Recall@20 *falls* for ~30 epochs before it climbs, so plain early
+stopping counted from epoch 0 stops it at popularity level. Hence a warm-up
+(`min_epochs`) before patience counts, and a larger default lr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from llmrec.errors import ConfigError
+
+MODELS = ("llmrec", "lightgcn", "mf", "popularity")
+PROTOCOLS = ("standard", "paper")
+
+# model -> defaults for the options left None; measured on ml-latest-small.
+MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "mf": {"lr": 5e-3, "max_epochs": 300, "min_epochs": 30},
+    "lightgcn": {"lr": 5e-3, "max_epochs": 300, "min_epochs": 50},
+    "llmrec": {"lr": 5e-3, "max_epochs": 300, "min_epochs": 50},
+    "popularity": {"lr": 0.0, "max_epochs": 0, "min_epochs": 0},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run's result (plus where it runs)."""
+
+    model: str = "llmrec"
+    embedding_dim: int = 64
+    n_layers: int = 2
+    lr: float | None = None
+    max_epochs: int | None = None
+    min_epochs: int | None = None  # warm-up: no early stopping before this epoch
+    patience: int = 20  # epochs without a better validation Recall@20 (after the warm-up)
+    eval_every: int = 1
+    batch_size: int = 2048
+    l2_reg: float = 1e-4
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    # LLMRec: augmented edges, pruning, side features, masked reconstruction
+    aug_sample_rate: float = 0.1
+    prune_rate: float = 0.2
+    modality_weight: float = 0.02
+    item_attribute_weight: float = 0.005
+    user_profile_weight: float = 0.2
+    mask_rate: float = 0.1
+    reconstruction_weight: float = 0.1
+    sce_alpha: float = 2.0
+    # run
+    seed: int = 0
+    seeds: int = 1
+    device: str = "auto"
+    engine: str = "auto"
+    protocol: str = "standard"
+    eval_batch_size: int = 2048
+    checkpoint_every: int = 1
+    stop_after_epochs: int | None = None  # end the process early, leaving a resumable checkpoint
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"[train] option 'model' = {self.model!r}: expected one of {MODELS}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"[train] option 'protocol' = {self.protocol!r}: expected one of {PROTOCOLS}")
+        for name in ("embedding_dim", "batch_size", "eval_every", "seeds", "checkpoint_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[train] option '{name}' must be >= 1, got {getattr(self, name)}")
+        for name in ("prune_rate", "mask_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"[train] option '{name}' must lie in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def uses_graph(self) -> bool:
+        return self.model in ("lightgcn", "llmrec")
+
+    def resolve(self) -> TrainConfig:
+        """This config with the model-dependent defaults filled in."""
+        defaults = MODEL_DEFAULTS[self.model]
+        filled = {key: defaults[key] for key in ("lr", "max_epochs", "min_epochs") if getattr(self, key) is None}
+        resolved = dataclasses.replace(self, **filled)
+        # a short run (--epochs below the warm-up) still selects its best epoch
+        return dataclasses.replace(resolved, min_epochs=min(resolved.min_epochs, resolved.max_epochs))
+
+    def fingerprint(self) -> dict[str, object]:
+        """The options that decide the weights (a resumed run must match them)."""
+        ignored = {"seeds", "device", "stop_after_epochs", "checkpoint_every", "eval_batch_size"}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in ignored}

@@ -1,0 +1,54 @@
+"""Which data selects the model and which data tests it, per evaluation protocol.
+
+- `standard`: select on validation (train items masked), then test ONCE with
+  the selected weights (train + val items masked); standard NDCG.
+- `paper`: what the original LLMRec code does, for comparing with the
+  published table only: select on the TEST set (train items masked only) and
+  report the LATTICE/NGCF NDCG variant. It is not a held-out estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import scipy.sparse as sp
+
+from llmrec.evaluation import Evaluator, interactions_to_csr
+from llmrec.recommender.data import RunData
+
+PROTOCOL_LABELS = {
+    "standard": "standard: selected on validation Recall@20; test read once; train+val items masked; standard NDCG",
+    "paper": (
+        "paper (original LLMRec code): selected on TEST Recall@20, only train items masked, "
+        "LATTICE NDCG variant; for comparison with the published table only, not a held-out estimate"
+    ),
+}
+
+
+@dataclass
+class ProtocolEvaluators:
+    selection: Evaluator  # consulted every evaluation epoch
+    selection_split: str  # which split `selection` ranks against
+    test: Evaluator | None  # consulted once, after training
+
+
+def split_matrix(data: RunData, split: str) -> sp.csr_matrix:
+    frame = pd.DataFrame(data.interactions[split], columns=["user", "item"])
+    return interactions_to_csr(frame, data.n_users, data.n_items, name=f"{split}.parquet")
+
+
+def build_evaluators(
+    data: RunData, protocol: str, device: str, batch_size: int, with_test: bool = True
+) -> ProtocolEvaluators:
+    """The selection and test evaluators of `protocol`; `with_test=False` never touches the test split."""
+    train = split_matrix(data, "train")
+    if protocol == "paper":
+        test = Evaluator(split_matrix(data, "test"), train, protocol="paper", batch_size=batch_size, device=device)
+        return ProtocolEvaluators(test, "test", test)
+    selection = Evaluator(split_matrix(data, "val"), train, batch_size=batch_size, device=device)
+    test_evaluator = None
+    if with_test:
+        seen = train + split_matrix(data, "val")
+        test_evaluator = Evaluator(split_matrix(data, "test"), seen, batch_size=batch_size, device=device)
+    return ProtocolEvaluators(selection, "val", test_evaluator)

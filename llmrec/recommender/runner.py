@@ -1,0 +1,165 @@
+"""Train a model on a run for one or more seeds and write `<run>/model/<name>/`.
+
+Per seed: `fit` (selection data only), then the test evaluator ONCE with the
+best weights. Outputs: metrics.json (config, per-seed selection/test metrics,
+mean/std, protocol, best epochs, engine, device, timings), summary.md,
+training_curve.png and checkpoint.pt (the seed with the best selection
+Recall@20, state dicts only), and the stage `train:<name>` in the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmrec.artifacts import atomic_path, record_stage, write_json, write_text
+from llmrec.errors import ArtifactError
+from llmrec.evaluation import popularity_scorer
+from llmrec.recommender.checkpoints import load_checkpoint, save_checkpoint
+from llmrec.recommender.data import RunData, load_run_data
+from llmrec.recommender.models import MatrixFactorization
+from llmrec.recommender.options import TrainConfig
+from llmrec.recommender.protocol import PROTOCOL_LABELS, build_evaluators, split_matrix
+from llmrec.recommender.reporting import mean_and_std, summary_markdown, write_training_curve
+from llmrec.recommender.trainer import SELECTION_METRIC, build_model, fit, make_scorer, resolve_device
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+OUTPUT_FILES = ("metrics.json", "summary.md", "training_curve.png", "checkpoint.pt")
+
+
+def model_dir(run_dir: Path | str, name: str) -> Path:
+    return Path(run_dir) / "model" / name
+
+
+def _checkpoint_payload(config: TrainConfig, data: RunData, model: MatrixFactorization, run: dict[str, Any],
+                        engine: str) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": dataclasses.asdict(config),
+        "state_dict": model.state_dict(),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "feature_dims": {name: int(values.shape[1]) for name, values in data.features.items()},
+        "seed": run["seed"],
+        "best_epoch": run["best_epoch"],
+        "engine": engine,
+    }
+
+
+def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> dict[str, Any]:
+    evaluators = build_evaluators(data, config.protocol, device, config.eval_batch_size)
+    seed_dir = out_dir / f"seed_{seed}"
+    if config.model == "popularity":
+        scorer = popularity_scorer(split_matrix(data, "train"))
+        selection = evaluators.selection.evaluate(scorer)
+        test = evaluators.test.evaluate(scorer) if evaluators.test else selection
+        return {"seed": seed, "best_epoch": 0, "epochs_run": 0, "selection": selection, "test": test,
+                "history": [], "train_seconds": 0.0, "engine": "none"}
+    result = fit(data, config, seed, lambda model: evaluators.selection.evaluate(make_scorer(model)), seed_dir)
+    assert evaluators.test is not None
+    test = evaluators.test.evaluate(make_scorer(result.model))  # the only look at the test split
+    run = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+           "selection": result.best_metrics, "test": test, "history": result.history,
+           "train_seconds": result.train_seconds, "engine": result.engine}
+    save_checkpoint(seed_dir / "best.pt", _checkpoint_payload(config, data, result.model, run, result.engine))
+    (seed_dir / "resume.pt").unlink(missing_ok=True)
+    return run
+
+
+def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | None = None,
+                       data: RunData | None = None) -> dict[str, Any]:
+    """Train `config.model` for `config.seeds` seeds; write and return metrics.json's content."""
+    run_dir = Path(run_dir)
+    name = name or config.model
+    config = config.resolve()
+    data = data if data is not None else load_run_data(run_dir)
+    out_dir = model_dir(run_dir, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = str(resolve_device(config.device))
+    started = time.perf_counter()
+    runs = [_train_seed(data, config, config.seed + offset, out_dir, device) for offset in range(config.seeds)]
+    test_mean, test_std = mean_and_std([run["test"] for run in runs])
+    selection_mean, selection_std = mean_and_std([run["selection"] for run in runs])
+    chosen = max(runs, key=lambda run: run["selection"][SELECTION_METRIC])
+    doc = {
+        "name": name, "model": config.model, "protocol": config.protocol,
+        "protocol_label": PROTOCOL_LABELS[config.protocol],
+        "selection_split": "test" if config.protocol == "paper" else "val",
+        "config": dataclasses.asdict(config), "engine": runs[0]["engine"], "device": device,
+        "runs": runs, "test_mean": test_mean, "test_std": test_std,
+        "selection_mean": selection_mean, "selection_std": selection_std,
+        "checkpoint_seed": chosen["seed"],
+        "timings": {"train_seconds": sum(run["train_seconds"] for run in runs),
+                    "wall_seconds": time.perf_counter() - started},
+        "inputs": data.input_digests,
+    }
+    outputs = ["metrics.json", "summary.md"]
+    if config.model != "popularity":
+        with atomic_path(out_dir / "checkpoint.pt") as tmp:
+            shutil.copyfile(out_dir / f"seed_{chosen['seed']}" / "best.pt", tmp)
+        write_training_curve(out_dir / "training_curve.png", runs, f"{name} ({config.model}, {config.protocol})")
+        outputs += ["training_curve.png", "checkpoint.pt"]
+    write_json(out_dir / "metrics.json", doc)
+    write_text(out_dir / "summary.md", summary_markdown(doc))
+    record_stage(
+        run_dir, f"train:{name}", params=dataclasses.asdict(config), inputs=data.input_digests,
+        outputs=[f"model/{name}/{file}" for file in outputs],
+        stats={"test_mean": test_mean, "best_epochs": [run["best_epoch"] for run in runs], "protocol": config.protocol},
+    )
+    logger.info("%s: test Recall@20 %.4f (%s protocol) -> %s", name, test_mean.get("recall@20", 0.0),
+                config.protocol, out_dir)
+    return doc
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    model: MatrixFactorization
+    config: TrainConfig
+    data: RunData
+    checkpoint: dict[str, Any]
+
+
+def load_trained(run_dir: Path | str, name: str, device: str = "auto") -> TrainedModel:
+    """Rebuild a saved model on the run's current artifacts, refusing ones it was not trained on."""
+    path = model_dir(run_dir, name) / "checkpoint.pt"
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: checkpoint format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    config = dataclasses.replace(TrainConfig(**checkpoint["config"]), device=device, stop_after_epochs=None)
+    data = load_run_data(run_dir)
+    if (data.n_users, data.n_items) != (checkpoint["n_users"], checkpoint["n_items"]):
+        raise ArtifactError(
+            f"{path}: trained on {checkpoint['n_users']} users x {checkpoint['n_items']} items, but the run now "
+            f"has {data.n_users} x {data.n_items}; retrain with `llmrec train`"
+        )
+    dims = {name: int(values.shape[1]) for name, values in data.features.items()}
+    if config.model == "llmrec" and dims != checkpoint["feature_dims"]:
+        raise ArtifactError(
+            f"{path}: trained with features {checkpoint['feature_dims']}, the run now has {dims}; retrain"
+        )
+    model, _ = build_model(config, data, resolve_device(config.device))
+    model.load_state_dict({key: value.to(next(model.parameters()).device)
+                           for key, value in checkpoint["state_dict"].items()})
+    return TrainedModel(model, config, data, checkpoint)
+
+
+def evaluate_saved(run_dir: Path | str, name: str, device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a saved checkpoint on the selection and test splits of its protocol."""
+    trained = load_trained(run_dir, name, device)
+    config = trained.config
+    evaluators = build_evaluators(trained.data, config.protocol, str(resolve_device(device)), config.eval_batch_size)
+    with torch.no_grad():
+        scorer = make_scorer(trained.model)
+        selection = evaluators.selection.evaluate(scorer)
+        test = evaluators.test.evaluate(scorer) if evaluators.test else selection
+    return {"name": name, "protocol": config.protocol, "protocol_label": PROTOCOL_LABELS[config.protocol],
+            "selection_split": evaluators.selection_split, "selection": selection, "test": test,
+            "seed": trained.checkpoint["seed"], "best_epoch": trained.checkpoint["best_epoch"]}

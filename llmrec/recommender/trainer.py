@@ -1,0 +1,259 @@
+"""The training loop of one seed: BPR batches, early stopping, checkpoints, resume.
+
+`fit` never sees the test split: it gets a *selection* evaluator (validation
+data under the standard protocol) and returns the best weights by its
+Recall@20. Early stopping waits for a warm-up (`min_epochs`) and then stops
+after `patience` epochs without improvement. With a `work_dir`, the full
+training state (model, optimizer, every RNG state, epoch, best-so-far, history)
+is saved atomically every `checkpoint_every` epochs, and a later call with the
+same options resumes from it and ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from llmrec.errors import ConfigError
+from llmrec.recommender.checkpoints import (
+    capture_rng_states,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+    seed_everything,
+)
+from llmrec.recommender.data import RunData
+from llmrec.recommender.graph import build_engine
+from llmrec.recommender.losses import bpr_per_sample, l2_penalty, prune_highest
+from llmrec.recommender.models import FeatureOptions, LightGCN, LLMRecModel, MatrixFactorization
+from llmrec.recommender.options import TrainConfig
+from llmrec.recommender.sampling import BPRSampler, sample_augmented
+
+logger = logging.getLogger(__name__)
+
+SELECTION_METRIC = "recall@20"
+RESUME_FILE = "resume.pt"
+
+Evaluate = Callable[[MatrixFactorization], dict[str, Any]]
+
+
+class TrainingInterrupted(Exception):
+    """Raised after `stop_after_epochs` epochs; the resumable state is on disk."""
+
+
+@dataclass
+class FitResult:
+    model: MatrixFactorization  # holding the best weights
+    best_epoch: int
+    best_metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    engine: str
+    train_seconds: float
+    epochs_run: int
+
+
+@dataclass
+class _Progress:
+    """The part of the training state that is not tensors: restored on resume."""
+
+    epoch: int = 0
+    best_value: float = -math.inf
+    best_epoch: int = 0
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"[train] option 'device' = {device!r}: expected auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch sees no CUDA device here; use --device cpu")
+    return torch.device(device)
+
+
+def feature_options(config: TrainConfig) -> FeatureOptions:
+    return FeatureOptions(
+        modality_weight=config.modality_weight,
+        item_attribute_weight=config.item_attribute_weight,
+        user_profile_weight=config.user_profile_weight,
+        mask_rate=config.mask_rate,
+        reconstruction_weight=config.reconstruction_weight,
+        sce_alpha=config.sce_alpha,
+    )
+
+
+def build_model(config: TrainConfig, data: RunData, device: torch.device) -> tuple[MatrixFactorization, str]:
+    """The model named by `config.model` on `device`, and the graph engine it uses."""
+    if not config.uses_graph:
+        return MatrixFactorization(data.n_users, data.n_items, config.embedding_dim).to(device), "none"
+    engine = build_engine(data.train, data.n_users, data.n_items, device, config.engine)
+    if config.model == "lightgcn":
+        model = LightGCN(data.n_users, data.n_items, config.embedding_dim, config.n_layers, engine)
+    else:
+        features = {name: torch.from_numpy(values) for name, values in data.features.items()}
+        model = LLMRecModel(
+            data.n_users, data.n_items, config.embedding_dim, config.n_layers, engine, features,
+            feature_options(config),
+        )
+    return model.to(device), engine.name
+
+
+@torch.no_grad()
+def final_representations(model: MatrixFactorization) -> tuple[torch.Tensor, torch.Tensor]:
+    """(users, items) final vectors without feature masking; score = users @ items.T."""
+    model.eval()
+    representations = model(None)
+    model.train()
+    return representations.users.detach(), representations.items.detach()
+
+
+def make_scorer(model: MatrixFactorization) -> Callable[[torch.Tensor], torch.Tensor]:
+    users, items = final_representations(model)
+    return lambda batch: users[batch.to(users.device)] @ items.T
+
+
+class _EpochRunner:
+    """One epoch of BPR steps (plus augmented triples and reconstruction for LLMRec)."""
+
+    def __init__(self, model: MatrixFactorization, data: RunData, config: TrainConfig, device: torch.device) -> None:
+        self.model, self.config, self.device = model, config, device
+        self.sampler = BPRSampler(data.train, data.n_users, data.n_items)
+        uses_augmented = isinstance(model, LLMRecModel) and config.aug_sample_rate > 0
+        self.augmented = torch.from_numpy(data.augmented_triples) if uses_augmented else torch.zeros((0, 3), dtype=torch.long)
+        self.n_augmented = int(config.aug_sample_rate * config.batch_size) if len(self.augmented) else 0
+        self.masks_features = isinstance(model, LLMRecModel) and len(model.decoders) > 0
+        self.batches = math.ceil(len(data.train) / config.batch_size)
+
+    def run(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, float]:
+        totals = {"loss": 0.0, "bpr": 0.0, "l2": 0.0, "reconstruction": 0.0}
+        for _ in range(self.batches):
+            for key, value in self._step(optimizer, generator).items():
+                totals[key] += value / self.batches
+        return totals
+
+    def _step(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, float]:
+        config = self.config
+        users, positives, negatives = (t.to(self.device) for t in self.sampler.sample(config.batch_size, generator))
+        augmented = sample_augmented(self.augmented, self.n_augmented, generator).to(self.device)
+        representations = self.model(generator if self.masks_features else None)
+        user_vectors, item_vectors = representations.users, representations.items
+        losses = bpr_per_sample(user_vectors[users], item_vectors[positives], item_vectors[negatives])
+        if len(augmented):
+            augmented_losses = bpr_per_sample(
+                user_vectors[augmented[:, 0]], item_vectors[augmented[:, 1]], item_vectors[augmented[:, 2]]
+            )
+            # augmented triples join the batch (as in the original), minus the noisiest ones
+            losses = torch.cat([losses, prune_highest(augmented_losses, config.prune_rate)])
+        bpr = losses.mean()
+        l2 = config.l2_reg * l2_penalty(
+            representations.user_ids[users], representations.item_ids[positives], representations.item_ids[negatives]
+        )
+        loss = bpr + l2
+        reconstruction = representations.reconstruction_loss
+        if reconstruction is not None:
+            loss = loss + config.reconstruction_weight * reconstruction
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        return {
+            "loss": float(loss.detach()), "bpr": float(bpr.detach()), "l2": float(l2.detach()),
+            "reconstruction": float(reconstruction.detach()) if reconstruction is not None else 0.0,
+        }
+
+
+def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
+    """Patience counts from the later of the best epoch and the end of the warm-up."""
+    assert config.min_epochs is not None
+    if progress.epoch < config.min_epochs:
+        return False
+    return progress.epoch - max(progress.best_epoch, config.min_epochs) >= config.patience
+
+
+def fit(
+    data: RunData,
+    config: TrainConfig,
+    seed: int,
+    evaluate_selection: Evaluate,
+    work_dir: Path | None = None,
+) -> FitResult:
+    """Train one seed; return the model holding the weights of the best selection epoch."""
+    config = config.resolve()
+    assert config.lr is not None and config.max_epochs is not None
+    device = resolve_device(config.device)
+    seed_everything(seed)
+    model, engine_name = build_model(config, data, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(seed)
+    runner = _EpochRunner(model, data, config, device)
+    progress = _Progress()
+    best_state = copy.deepcopy(model.state_dict())
+    fingerprint = {"config": config.fingerprint(), "seed": seed, "inputs": data.input_digests}
+    resume_path = work_dir / RESUME_FILE if work_dir else None
+    if resume_path is not None and resume_path.is_file():
+        saved = load_checkpoint(resume_path)
+        if saved["fingerprint"] == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            best_state = saved["best_model"]
+            progress = _Progress(**saved["progress"])
+            restore_rng_states(saved["rng"], generator)
+            logger.info("resuming seed %d from epoch %d (%s)", seed, progress.epoch, resume_path)
+        else:
+            logger.warning("%s: saved by a run with other options or inputs; starting afresh", resume_path)
+    logger.info(
+        "training %s (seed %d) on %s, engine %s: lr %g, up to %d epochs, warm-up %d, patience %d",
+        config.model, seed, device, engine_name, config.lr, config.max_epochs, config.min_epochs, config.patience,
+    )
+    epochs = tqdm(range(progress.epoch, config.max_epochs), desc=f"{config.model} seed {seed}", unit="epoch",
+                  disable=None, leave=False)
+    epochs_this_call = 0
+    for epoch in epochs:
+        started = time.perf_counter()
+        losses = runner.run(optimizer, generator)
+        progress.train_seconds += time.perf_counter() - started
+        progress.epoch = epoch + 1
+        record: dict[str, float] = {"epoch": progress.epoch, **losses}
+        if not all(np.isfinite(value) for value in losses.values()):
+            raise ConfigError(f"training diverged at epoch {progress.epoch} (loss {losses['loss']}); lower --lr")
+        if progress.epoch % config.eval_every == 0:
+            metrics = evaluate_selection(model)
+            record[SELECTION_METRIC] = float(metrics[SELECTION_METRIC])
+            if metrics[SELECTION_METRIC] > progress.best_value:
+                progress.best_value = float(metrics[SELECTION_METRIC])
+                progress.best_epoch, progress.best_metrics = progress.epoch, metrics
+                best_state = copy.deepcopy(model.state_dict())
+            epochs.set_postfix(loss=f"{losses['loss']:.4f}", r20=f"{record[SELECTION_METRIC]:.4f}",
+                               best=f"{progress.best_value:.4f}@{progress.best_epoch}")
+        progress.history.append(record)
+        stop = _should_stop(progress, config)
+        epochs_this_call += 1
+        interrupted = config.stop_after_epochs is not None and epochs_this_call >= config.stop_after_epochs
+        if resume_path is not None and (progress.epoch % config.checkpoint_every == 0 or interrupted):
+            save_checkpoint(resume_path, {
+                "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "best_model": best_state, "progress": progress.__dict__, "rng": capture_rng_states(generator),
+            })
+        if stop:
+            logger.info("early stop at epoch %d: best %s %.4f at epoch %d", progress.epoch, SELECTION_METRIC,
+                        progress.best_value, progress.best_epoch)
+            break
+        if interrupted and progress.epoch < config.max_epochs:
+            raise TrainingInterrupted(f"stopped after {epochs_this_call} epoch(s) as asked; rerun to resume")
+    model.load_state_dict(best_state)
+    return FitResult(model, progress.best_epoch, progress.best_metrics, progress.history, engine_name,
+                     progress.train_seconds, progress.epoch)
