@@ -302,9 +302,16 @@ def prepare_run(run_dir: Path | str, config: PrepareConfig) -> PrepareResult:
     prepared = build_tables(raw, config)
     prepared.stats["source"] = located.origin
     existed = run_dir.exists()
+    previous_outputs = _recorded_outputs(run_dir) if existed else set()
     try:
         outputs = _write(run_dir, prepared)
         record_stage(run_dir, STAGE, params, raw.sources, outputs, prepared.stats)
+        # A re-prepare that no longer writes a file (e.g. a release imported
+        # before without --trust-pickle now) must not leave the old one for
+        # training to pick up as if it belonged to this data.
+        for stale in sorted(previous_outputs - set(outputs)):
+            (run_dir / stale).unlink(missing_ok=True)
+            logger.warning("prepare: removed %s, written by the previous prepare but not by this one", stale)
         write_effective_config(run_dir, "data", config)
     except BaseException:
         if not existed:
@@ -317,6 +324,11 @@ def prepare_run(run_dir: Path | str, config: PrepareConfig) -> PrepareResult:
         prepared.stats["test_interactions"],
     )  # fmt: skip
     return PrepareResult(run_dir, skipped=False, stats=prepared.stats, source=located.origin)
+
+
+def _recorded_outputs(run_dir: Path) -> set[str]:
+    entry = read_manifest(run_dir)["stages"].get(STAGE)
+    return set(entry["outputs"]) if entry else set()
 
 
 def _recorded_stats(run_dir: Path) -> dict[str, Any]:

@@ -256,3 +256,15 @@ def test_cli_flag_imports_the_pickles(tmp_path: Path, isolated_home: Path) -> No
     assert result.returncode == 0, result.stderr
     assert load_npy(run / "embeddings" / "user_profiles.npy").shape == (N_USERS, ADA_DIM)
     assert len(read_parquet(run / "augmented_edges.parquet")) == 2
+
+
+def test_reprepare_without_trust_removes_the_previously_imported_files(tmp_path: Path) -> None:
+    """Training must not pick up a release's augmentation that the current prepare did not import."""
+    source = _write_release(tmp_path / "release")
+    run = tmp_path / "run"
+    prepare_run(run, _trusted(source))
+    imported = [run / "augmented_edges.parquet", run / "embeddings" / "user_profiles.npy"]
+    assert all(path.is_file() for path in imported)
+    prepare_run(run, PrepareConfig(dataset="llmrec-format", data_dir=str(source)))
+    assert not any(path.exists() for path in imported)
+    assert (run / "train.parquet").is_file()
