@@ -24,7 +24,7 @@ class RawDataset:
     - `sources`: file name -> sha256 of every file read (the manifest inputs).
     - `fixed_split`: split name -> (user_id, item_id) interactions when the
       dataset ships its own split (LLMRec release); preparation keeps it as is.
-    - `features`: artifact path in the run -> float32 array (n_items x d) to copy.
+    - `features`: artifact path in the run -> float32 array (rows x d: n_items, or n_users for user features) to copy.
     - `extra_tables`: run-relative parquet path -> frame imported from a release.
     - `explicit_ratings`: False when the file has no rating column (already
       implicit), so the rating threshold does not apply.
