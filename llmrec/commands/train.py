@@ -1,0 +1,138 @@
+"""`llmrec train`, `evaluate`, `recommend`, `ablate`: the recommender stage.
+
+torch and DGL are imported inside the commands so `llmrec --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+RUN_ARGUMENT = typer.Argument(..., help="Run directory (written by `llmrec data prepare`).")
+
+
+def _config(
+    config_file: Path | None, **overrides: object
+):  # -> TrainConfig (imported lazily)
+    from llmrec.config import build, load_toml
+    from llmrec.recommender.options import TrainConfig
+
+    return build(TrainConfig, "train", load_toml(config_file).get("train"), overrides)
+
+
+def _print_doc_table(doc: dict) -> None:
+    from llmrec.recommender.reporting import metrics_table
+
+    typer.echo(f"Protocol: {doc['protocol_label']}")
+    typer.echo(metrics_table([(f"{doc['name']} test", doc["test_mean"], doc["test_std"]),
+                              (f"{doc['name']} {doc['selection_split']}", doc["selection_mean"], doc["selection_std"])]))
+
+
+def train(
+    run: Path = RUN_ARGUMENT,
+    model: str = typer.Option(None, "--model", help="llmrec | lightgcn | mf | popularity (default llmrec)."),
+    name: str = typer.Option(None, "--name", help="Output folder under <run>/model/ (default: the model name)."),
+    config: Path = typer.Option(None, "--config", help="TOML file; its [train] table sets any option."),
+    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs (default per model)."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default per model)."),
+    seed: int = typer.Option(None, "--seed", help="First seed (default 0)."),
+    seeds: int = typer.Option(None, "--seeds", help="Number of seeds; reports mean and std."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    engine: str = typer.Option(None, "--engine", help="Graph engine: auto | dgl | torch."),
+    protocol: str = typer.Option(
+        None, "--protocol",
+        help="standard (select on val, test once) | paper (the original code's test-set selection; labelled).",
+    ),
+    baselines: bool = typer.Option(False, "--baselines", help="Also train popularity, MF-BPR, LightGCN; write model/comparison.md."),
+    stop_after_epochs: int = typer.Option(
+        None, "--stop-after-epochs", help="Stop after N epochs, leaving a checkpoint that the next run resumes."
+    ),
+) -> None:
+    """Train a recommender on RUN, select on validation, test once; write <run>/model/<name>/."""
+    from llmrec.config import write_effective_config
+    from llmrec.recommender.comparison import compare_with_baselines
+    from llmrec.recommender.reporting import metrics_table
+    from llmrec.recommender.runner import train_and_evaluate
+    from llmrec.recommender.trainer import TrainingInterrupted
+
+    train_config = _config(config, model=model, max_epochs=epochs, lr=lr, seed=seed, seeds=seeds, device=device,
+                           engine=engine, protocol=protocol, stop_after_epochs=stop_after_epochs)
+    write_effective_config(run, "train", train_config)
+    try:
+        if baselines:
+            entries = compare_with_baselines(run, train_config, name)
+            typer.echo(metrics_table([(e["label"], e["test_mean"], e["test_std"]) for e in entries]))
+            typer.echo(f"-> {run / 'model' / 'comparison.md'}")
+            return
+        doc = train_and_evaluate(run, train_config, name)
+    except TrainingInterrupted as stopped:
+        typer.echo(str(stopped))
+        raise typer.Exit(3) from None
+    _print_doc_table(doc)
+    typer.echo(f"-> {run / 'model' / doc['name']}")
+
+
+def evaluate(
+    run: Path = RUN_ARGUMENT,
+    name: str = typer.Option("llmrec", "--name", help="Trained model folder under <run>/model/."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Re-evaluate a saved checkpoint and print its table."""
+    from llmrec.recommender.reporting import metrics_table
+    from llmrec.recommender.runner import evaluate_saved
+
+    result = evaluate_saved(run, name, device)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    typer.echo(f"Protocol: {result['protocol_label']}")
+    typer.echo(f"Checkpoint: seed {result['seed']}, epoch {result['best_epoch']}")
+    typer.echo(metrics_table([(f"{name} test", result["test"], None),
+                              (f"{name} {result['selection_split']}", result["selection"], None)]))
+
+
+def recommend(
+    run: Path = RUN_ARGUMENT,
+    user: str = typer.Option(..., "--user", help="The dataset's own user id (users.parquet original_id)."),
+    k: int = typer.Option(10, "-k", help="Number of recommendations."),
+    name: str = typer.Option("llmrec", "--name", help="Trained model folder under <run>/model/."),
+) -> None:
+    """Top-k unseen items for one user, with the history items closest to each."""
+    from llmrec.recommender.explain import recommend_for_user
+
+    for rank, rec in enumerate(recommend_for_user(run, name, user, k), start=1):
+        because = "; ".join(f"{title} ({cosine:.2f})" for title, cosine in rec.because)
+        typer.echo(f"{rank:>2}. {rec.title}  [score {rec.score:.3f}]")
+        if because:
+            typer.echo(f"    because you liked: {because}")
+
+
+def ablate(
+    run: Path = RUN_ARGUMENT,
+    config: Path = typer.Option(None, "--config", help="TOML file; its [train] table sets shared options."),
+    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs per variant."),
+    seeds: int = typer.Option(None, "--seeds", help="Seeds per variant."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    engine: str = typer.Option(None, "--engine", help="Graph engine: auto | dgl | torch."),
+    protocol: str = typer.Option(None, "--protocol", help="standard | paper."),
+) -> None:
+    """Train LLMRec and w/o-u-i, w/o-u, w/o-u&i, w/o-prune; write model/ablation.md/json."""
+    from llmrec.recommender.comparison import ablate as run_ablation
+    from llmrec.recommender.reporting import metrics_table
+
+    train_config = _config(config, model="llmrec", max_epochs=epochs, seeds=seeds, device=device, engine=engine,
+                           protocol=protocol)
+    entries = run_ablation(run, train_config)
+    typer.echo(metrics_table([(e["label"], e["test_mean"], e["test_std"]) for e in entries]))
+    typer.echo(f"-> {run / 'model' / 'ablation.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the recommender commands to the CLI."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("recommend")(recommend)
+    app.command("ablate")(ablate)
