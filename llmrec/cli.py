@@ -41,6 +41,8 @@ from llmrec.commands import augment as augment_cmd  # noqa: E402
 app.command("augment")(augment_cmd.augment)
 app.command("embed")(augment_cmd.embed)
 app.add_typer(augment_cmd.audit_app, name="audit", help="Check LLM-written data against ground truth.")
+from llmrec.commands import train as train_cmd  # noqa: E402
+train_cmd.register(app)
 # --- end of command registrations ---
 
 
