@@ -48,14 +48,17 @@ def _read_split(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: expected a JSON object mapping user id -> list of item ids")
     users, lengths, items = [], [], []
     for key, value in mapping.items():
-        if not (isinstance(key, str) and key.strip().isdigit()):
+        if not (isinstance(key, str) and key.strip().isdecimal()):  # isdigit() admits "²", which int() refuses
             raise DataError(f"{path}: key {key!r} is not an integer user id")
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise DataError(f"{path}: user {key}: expected a list of integer item ids, got {str(value)[:60]}")
         users.append(int(key))
         lengths.append(len(value))
         items.extend(value)
-    item_ids = np.asarray(items, dtype=np.int64)
+    try:
+        item_ids = np.asarray(items, dtype=np.int64)
+    except OverflowError:
+        raise DataError(f"{path}: an item id does not fit in 64 bits; expected ids 0..n_items-1") from None
     if item_ids.size and item_ids.min() < 0:
         raise DataError(f"{path}: item id {item_ids.min()} is negative; expected ids 0..n_items-1")
     return pd.DataFrame({"user_id": np.repeat(np.asarray(users, dtype=np.int64), lengths), "item_id": item_ids})
@@ -66,6 +69,8 @@ def _read_attributes(path: Path, config: PrepareConfig) -> tuple[pd.DataFrame, s
         path, sep=",", encoding=config.encoding, names=["id", "a", "b"], quoted=True,
         what="LLMRec item_attribute.csv without header (id,title,genre or id,year,title)",
     )  # fmt: skip
+    if frame.empty:
+        raise DataError(f"{path}: no rows; expected one row per item (id,title,genre or id,year,title)")
     layout = config.llmrec_layout
     if layout == "auto":
         numeric = pd.to_numeric(frame["a"], errors="coerce").notna() | frame["a"].isin(["", "NULL"])

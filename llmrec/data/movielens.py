@@ -102,8 +102,9 @@ def load_ml_100k(root: Path) -> RawDataset:
         what="ml-100k u.user (|-separated id, age, gender, occupation, zip)",
     )  # fmt: skip
     item_table = _items(item_path, items, "id", "title", genres)
+    check_unique(user_path, int_column(user_path, users, "id"), "id")
     # A few u.item titles lack '(year)'; their release date still has it.
-    release_year = pd.to_numeric(items["release"].str[-4:], errors="coerce").astype("Int64")
+    release_year = pd.to_numeric(items["release"].astype(str).str.extract(r"(\d{4})\s*$", expand=False)).astype("Int64")
     item_table["year"] = item_table["year"].fillna(pd.Series(release_year.to_numpy(), dtype="Int64"))
     return RawDataset(
         name="ml-100k",
@@ -135,6 +136,7 @@ def load_ml_1m(root: Path) -> RawDataset:
         users_path, sep="::", encoding="latin-1", names=["id", "gender", "age", "occupation", "zip"],
         what="ml-1m users.dat (UserID::Gender::Age::Occupation::Zip-code)",
     )  # fmt: skip
+    check_unique(users_path, int_column(users_path, users, "id"), "id")
     occupation_codes = int_column(users_path, users, "occupation")
     if occupation_codes.size and (occupation_codes.min() < 0 or occupation_codes.max() >= len(ML1M_OCCUPATIONS)):
         raise DataError(f"{users_path}: column 'occupation' must be a code 0..20 (ml-1m README)")

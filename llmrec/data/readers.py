@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,17 +69,24 @@ def read_table(
     if len(sep) > 1:
         text = text.replace(sep, "\x1f")
         sep = "\x1f"
+    quoting = csv.QUOTE_NONE if names and not quoted else csv.QUOTE_MINIMAL
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=sep,
-            header=None if names else 0,
-            names=names,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE if names and not quoted else csv.QUOTE_MINIMAL,
-            skip_blank_lines=True,
-            index_col=False,
-        )
+        # With index_col=False pandas drops the fields of a too-long line with only a
+        # warning (an unquoted comma in a title would shift the genres silently).
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                sep=sep,
+                header=None if names else 0,
+                names=names,
+                keep_default_na=False,
+                quoting=quoting,
+                skip_blank_lines=True,
+                index_col=False,
+            )
+    except pd.errors.ParserWarning:
+        _report_long_line(path, text, sep, quoting, len(names) if names else None, what)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot parse as {what} ({str(exc).strip()})") from None
     if names and not quoted and text.count(sep) != (len(names) - 1) * len(frame):
@@ -86,6 +94,17 @@ def read_table(
     if usecols:
         check_columns(path, frame, usecols, what)
     return frame
+
+
+def _report_long_line(path: Path, text: str, sep: str, quoting: int, expected: int | None, what: str) -> None:
+    """Name the first line with more fields than the header (or `names`) has."""
+    rows = csv.reader(io.StringIO(text), delimiter=sep, quoting=quoting)
+    for row in rows:
+        if expected is None:
+            expected = len(row)  # the header line
+        elif len(row) > expected:
+            raise DataError(f"{path}: line {rows.line_num} has {len(row)} fields, more than {expected}; expected {what}")
+    raise DataError(f"{path}: some line has more fields than the header; expected {what}")
 
 
 def _report_short_line(path: Path, text: str, sep: str, expected: int, what: str) -> None:
@@ -112,7 +131,8 @@ def int_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
         return frame[column].to_numpy(dtype=np.int64)
     values = frame[column].astype(str).str.strip()
     parsed = pd.to_numeric(values, errors="coerce")
-    bad = parsed.isna() | (parsed != parsed.round())
+    # "inf" and 1e23 parse as floats but have no int64 value (the cast would make garbage ids).
+    bad = parsed.isna() | (parsed != parsed.round()) | ~parsed.abs().lt(2**63)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
@@ -129,13 +149,16 @@ def check_unique(path: Path, ids: np.ndarray, column: str) -> None:
 
 
 def float_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
-        return frame[column].to_numpy(dtype=np.float64)
-    values = frame[column].astype(str).str.strip()
-    parsed = pd.to_numeric(values, errors="coerce")
-    if parsed.isna().any():
-        row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        raise DataError(f"{path}: column '{column}' row {row + 1}: {values.iloc[row]!r} is not a number")
+    """Parse a numeric column as float64; NaN and infinities ("inf") are refused, naming the row."""
+    values = frame[column]
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        parsed = values.astype(np.float64)
+    else:
+        parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+    bad = ~np.isfinite(parsed.to_numpy(dtype=np.float64))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: column '{column}' row {row + 1}: {str(values.iloc[row]).strip()!r} is not a finite number")
     return parsed.to_numpy(dtype=np.float64)
 
 
