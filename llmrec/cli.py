@@ -43,6 +43,8 @@ app.command("embed")(augment_cmd.embed)
 app.add_typer(augment_cmd.audit_app, name="audit", help="Check LLM-written data against ground truth.")
 from llmrec.commands import train as train_cmd  # noqa: E402
 train_cmd.register(app)
+from llmrec.commands import run as run_cmd  # noqa: E402
+app.command("run")(run_cmd.run)
 # --- end of command registrations ---
 
 

@@ -1,0 +1,105 @@
+"""`llmrec run`: the main job, prepare -> base model -> candidates -> augment -> embed -> train -> report.
+
+Each stage is the same function its own command calls and is a no-op when its
+inputs and options are unchanged (the manifest says so), so a rerun after a
+crash or a config change redoes only what is needed. Stage wall times go into
+the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from llmrec.config import build, load_toml, write_effective_config
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("prepare", "candidates", "augment", "embed", "train", "report")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+    """Options of the embedding stage (TOML section `[embed]`)."""
+
+    model: str | None = None  # None: the bundled all-MiniLM-L6-v2
+    device: str | None = None
+    batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """The effective configuration of every stage of one `llmrec run`."""
+
+    data: Any
+    augment: Any
+    embed: EmbedConfig
+    train: Any
+
+
+def load_job_config(config_path: Path | None, overrides: Mapping[str, Mapping[str, Any]]) -> JobConfig:
+    """Layer each stage's TOML table under its CLI overrides; unknown tables are errors."""
+    from llmrec.augment.settings import AugmentConfig
+    from llmrec.data.prepare import PrepareConfig
+    from llmrec.errors import ConfigError
+    from llmrec.recommender.options import TrainConfig
+
+    document = load_toml(config_path)
+    unknown = sorted(set(document) - {"data", "augment", "embed", "train"})
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown table(s) {unknown}; expected data, augment, embed, train")
+    classes = {"data": PrepareConfig, "augment": AugmentConfig, "embed": EmbedConfig, "train": TrainConfig}
+    built = {name: build(cls, name, document.get(name), overrides.get(name)) for name, cls in classes.items()}
+    return JobConfig(**built)
+
+
+@dataclasses.dataclass
+class JobResult:
+    run_dir: Path
+    stage_seconds: dict[str, float]
+    report_path: Path
+
+
+@contextlib.contextmanager
+def _timed(stage: str, seconds: dict[str, float]) -> Iterator[None]:
+    logger.info("run: stage %s", stage)
+    started = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - started
+    logger.info("run: stage %s done in %.1f s", stage, seconds[stage])
+
+
+def run_job(run_dir: Path | str, config: JobConfig) -> JobResult:
+    """Run every stage on `run_dir` and write `report.md`."""
+    from llmrec.augment.candidates import generate_candidates
+    from llmrec.augment.settings import augment_with_settings
+    from llmrec.data.prepare import prepare_run
+    from llmrec.embed import embed_run
+    from llmrec.recommender.comparison import compare_with_baselines
+    from llmrec.report import write_report
+
+    run_dir = Path(run_dir)
+    seconds: dict[str, float] = {}
+    with _timed("prepare", seconds):
+        prepare_run(run_dir, config.data)
+    for section in ("augment", "embed", "train"):
+        write_effective_config(run_dir, section, getattr(config, section))
+    augment = config.augment
+    if "edges" in augment.what:
+        with _timed("candidates", seconds):  # base LightGCN + top-k unseen items per user
+            generate_candidates(run_dir, augment.candidates_k, seed=augment.seed, device=augment.device,
+                                epochs=augment.candidates_epochs)  # fmt: skip
+    with _timed("augment", seconds):
+        augment_with_settings(run_dir, augment)
+    with _timed("embed", seconds):
+        embed_run(run_dir, model=config.embed.model, device=config.embed.device, batch_size=config.embed.batch_size)
+    with _timed("train", seconds):
+        compare_with_baselines(run_dir, config.train)
+    with _timed("report", seconds):
+        report_path = write_report(run_dir, seconds)
+    return JobResult(run_dir, seconds, report_path)
