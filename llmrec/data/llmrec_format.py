@@ -44,6 +44,8 @@ def _read_split(path: Path) -> pd.DataFrame:
         mapping = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply; expected user id -> list of item ids") from None
     if not isinstance(mapping, dict):
         raise DataError(f"{path}: expected a JSON object mapping user id -> list of item ids")
     users, lengths, items = [], [], []
@@ -90,12 +92,21 @@ def _read_attributes(path: Path, config: PrepareConfig) -> tuple[pd.DataFrame, s
 
 
 def _read_features(path: Path) -> np.ndarray:
+    import zipfile
+
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"{path}: not a numeric .npy array ({exc}); object arrays are refused") from None
+    except (EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc or type(exc).__name__})") from None
+    if not isinstance(array, np.ndarray):  # a valid .npz archive
+        raise DataError(f"{path}: an .npz archive; expected one .npy array (n_items x d)")
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
         raise DataError(f"{path}: expected a 2-D float array (n_items x d), got shape {array.shape} {array.dtype}")
+    if not np.isfinite(array).all():
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise DataError(f"{path}: row {row} holds NaN or infinite values; expected finite features")
     return array.astype(np.float32)
 
 
