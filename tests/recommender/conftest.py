@@ -9,11 +9,13 @@ written here from the mirror's ratings.csv so these tests do not depend on the
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 
 def write_ml_small_run(run_dir: Path, mirror: Path, seed: int = 0) -> Path:
@@ -54,6 +56,21 @@ def write_ml_small_run(run_dir: Path, mirror: Path, seed: int = 0) -> Path:
     return run_dir
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Train on one CPU thread in these tests.
+
+    Bit-exact comparisons (resume, test-set isolation) need it: how a parallel
+    float reduction is split, and so its rounding, follows how many threads
+    OpenMP hands out, which varies when the machine is busy. On a loaded
+    2-core box one thread is also several times faster than two contending.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ml_small_source(tmp_path_factory: pytest.TempPathFactory, data_mirror: Path) -> Path:
     """The prepared ml-latest-small tables (read-only: copy with `ml_small_run`)."""
@@ -66,3 +83,12 @@ def ml_small_run(tmp_path: Path, ml_small_source: Path) -> Path:
     target = tmp_path / "run"
     shutil.copytree(ml_small_source, target)
     return target
+
+
+@pytest.fixture()
+def ml_small_run_with_features(ml_small_run: Path) -> Path:
+    """The run plus item text/attribute/image features, user profiles and augmented edges."""
+    from .features import write_side_inputs
+
+    write_side_inputs(ml_small_run)
+    return ml_small_run
