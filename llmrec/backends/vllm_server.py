@@ -153,10 +153,22 @@ class VLLMServer:
                 process.wait(grace_s)
             except subprocess.TimeoutExpired:
                 logger.warning("vLLM did not stop within %.0f s; killing it", grace_s)
-        # The engine child may outlive the API process: clear the whole group.
+        # The engine child may outlive the API process: clear the whole group,
+        # and return only once it is gone (its memory and cores are free).
         self._signal_group(process.pid, signal.SIGKILL)
         process.wait()
+        deadline = time.monotonic() + 10.0
+        while self._group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         logger.info("vLLM server on port %s stopped", self.port)
+
+    @staticmethod
+    def _group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:

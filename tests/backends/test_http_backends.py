@@ -188,3 +188,36 @@ def test_api_key_is_never_logged_or_stored(proxy, tmp_path, monkeypatch, caplog)
     assert secret not in repr(backend) + repr(backend.client) + str(raised.value)
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("store.sqlite"))
     assert secret.encode() not in stored and b"Name a city." in stored
+
+
+_SELF_STARTED = """
+import sys, time
+from llmrec.backends import get_backend
+from tests.backends.conftest import chat
+with get_backend("vllm", model="smollm2-135m", in_process=False, start_timeout_s=240) as backend:
+    (answer,) = backend.generate([chat("Name a river.", max_tokens=4)])
+    print(backend.server._process.pid, answer.finish_reason, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_self_started_server_answers_and_is_stopped_on_ctrl_c(vllm_server):
+    """The backend starts its own server, answers, and Ctrl-C takes the whole process group down."""
+    script = subprocess.Popen([sys.executable, "-c", _SELF_STARTED], cwd=REPO_ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        first_line = script.stdout.readline()
+        assert first_line, script.stderr.read()[-2000:]
+        server_pid, finish_reason = first_line.split()
+        assert finish_reason in ("stop", "length")
+        os.killpg(int(server_pid), 0)  # alive while the backend is open
+        script.send_signal(signal.SIGINT)
+        script.wait(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(int(server_pid), 0)
