@@ -1,0 +1,100 @@
+"""LLMRec's additions are really used: augmented triples, features, pruning, masked reconstruction."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llmrec.recommender.data import load_run_data
+from llmrec.recommender.losses import prune_highest, scaled_cosine_error
+from llmrec.recommender.models import LLMRecModel
+from llmrec.recommender.options import TrainConfig
+from llmrec.recommender.trainer import _EpochRunner, build_model, fit
+
+CPU = torch.device("cpu")
+CONFIG = TrainConfig(model="llmrec", embedding_dim=16, device="cpu", lr=1e-2, batch_size=4096)
+
+
+def test_prune_drops_the_largest_losses() -> None:
+    losses = torch.tensor([0.1, 5.0, 0.3, 2.0, 0.2])
+    assert sorted(prune_highest(losses, 0.4).tolist()) == pytest.approx([0.1, 0.2, 0.3])
+    assert prune_highest(losses, 0.0).tolist() == losses.tolist()
+
+
+def test_scaled_cosine_error_by_hand() -> None:
+    reconstructed = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    target = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # cos 1 and cos 0
+    assert scaled_cosine_error(reconstructed, target, 2.0).item() == pytest.approx((0.0 + 1.0) / 2)
+
+
+def _one_step(run: Path, config: TrainConfig) -> tuple[LLMRecModel, dict[str, float]]:
+    data = load_run_data(run)
+    torch.manual_seed(0)
+    model, _ = build_model(config, data, CPU)
+    runner = _EpochRunner(model, data, config, CPU)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    losses = runner._step(optimizer, torch.Generator().manual_seed(0))
+    return model, losses
+
+
+def test_gradients_reach_every_projection_and_decoder(ml_small_run_with_features: Path) -> None:
+    data = load_run_data(ml_small_run_with_features)
+    model, _ = build_model(CONFIG, data, CPU)
+    assert isinstance(model, LLMRecModel)
+    assert sorted(model.projections) == ["image", "item_attributes", "item_text", "user_profiles"]
+    assert sorted(model.decoders) == ["item_attributes", "user_profiles"]
+    representations = model(torch.Generator().manual_seed(0))
+    loss = (representations.users[:100] @ representations.items[:100].T).mean() + representations.reconstruction_loss
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_augmented_triples_change_the_loss(ml_small_run_with_features: Path) -> None:
+    _, with_augmented = _one_step(ml_small_run_with_features, CONFIG)
+    _, without = _one_step(ml_small_run_with_features, dataclasses.replace(CONFIG, aug_sample_rate=0.0))
+    assert with_augmented["bpr"] != without["bpr"]
+    (ml_small_run_with_features / "augmented_edges.parquet").unlink()
+    _, no_file = _one_step(ml_small_run_with_features, CONFIG)
+    assert no_file["bpr"] == pytest.approx(without["bpr"])
+
+
+def test_features_change_the_scores(ml_small_run_with_features: Path) -> None:
+    data = load_run_data(ml_small_run_with_features)
+    torch.manual_seed(0)
+    with_features, _ = build_model(CONFIG, data, CPU)
+    torch.manual_seed(0)
+    plain, _ = build_model(dataclasses.replace(CONFIG, model="lightgcn"), data, CPU)
+    assert torch.equal(with_features.user_embedding, plain.user_embedding)
+    assert not torch.allclose(with_features(None).users, plain(None).users)
+
+
+def test_training_moves_decoders_and_leaves_features_untouched(ml_small_run_with_features: Path) -> None:
+    data = load_run_data(ml_small_run_with_features)
+    original_attributes = data.features["item_attributes"].copy()
+    config = dataclasses.replace(CONFIG, max_epochs=2, min_epochs=2)
+    torch.manual_seed(0)
+    untrained, _ = build_model(config, data, CPU)
+    before = {name: value.clone() for name, value in untrained.decoders.state_dict().items()}
+    result = fit(data, config, 0, lambda model: {"recall@20": 0.0})
+    # selection ties (constant metric) keep epoch 1's weights: one epoch of steps already happened
+    assert result.best_epoch == 1
+    after = result.model.decoders.state_dict()
+    assert all(not torch.equal(before[name], after[name]) for name in before)
+    assert all(row["reconstruction"] > 0 for row in result.history)
+    np.testing.assert_array_equal(result.model.feature("item_attributes").numpy(), original_attributes)
+
+
+def test_masking_is_fresh_each_step_and_off_at_evaluation(ml_small_run_with_features: Path) -> None:
+    data = load_run_data(ml_small_run_with_features)
+    model, _ = build_model(CONFIG, data, CPU)
+    generator = torch.Generator().manual_seed(0)
+    first, second = model._masked_rows("user_profiles", generator), model._masked_rows("user_profiles", generator)
+    assert not torch.equal(first, second)
+    assert 0.03 < first.float().mean() < 0.2  # mask_rate 0.1
+    assert model._masked_rows("user_profiles", None) is None
+    assert model(None).reconstruction_loss is None
