@@ -1,0 +1,71 @@
+"""The recommender commands end to end on ml-latest-small (few epochs), and the public API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from llmrec.cli import app
+from llmrec.recommender.api import train_base_model
+
+runner = CliRunner()
+
+
+def _invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_train_with_baselines_evaluate_and_recommend(ml_small_run_with_features: Path) -> None:
+    run = str(ml_small_run_with_features)
+    _invoke("train", run, "--epochs", "2", "--device", "cpu", "--baselines", "--engine", "torch")
+    comparison = json.loads((ml_small_run_with_features / "model" / "comparison.json").read_text())
+    assert [entry["label"] for entry in comparison["entries"]] == ["popularity", "mf", "lightgcn", "llmrec"]
+    assert "selected on validation" in (ml_small_run_with_features / "model" / "comparison.md").read_text()
+    metrics = json.loads((ml_small_run_with_features / "model" / "llmrec" / "metrics.json").read_text())
+    assert metrics["engine"] == "torch" and metrics["protocol"] == "standard"
+
+    evaluated = json.loads(_invoke("evaluate", run, "--name", "llmrec", "--device", "cpu", "--json"))
+    assert evaluated["test"]["recall@20"] == metrics["runs"][0]["test"]["recall@20"]
+
+    users = pd.read_parquet(ml_small_run_with_features / "users.parquet")
+    original_id = users.loc[5, "original_id"]
+    output = _invoke("recommend", run, "--user", original_id, "-k", "5", "--name", "llmrec")
+    ranked = [line for line in output.splitlines() if line[:2].strip().isdigit()]
+    assert len(ranked) == 5
+    assert output.count("because you liked:") == 5
+    # never recommends what the user has already seen
+    seen = pd.concat([pd.read_parquet(ml_small_run_with_features / f"{split}.parquet") for split in ("train", "val")])
+    items = pd.read_parquet(ml_small_run_with_features / "items.parquet")
+    seen_titles = set(items.loc[seen.loc[seen["user"] == 5, "item"], "title"])
+    assert not any(line.split(". ", 1)[1].rsplit(" (", 1)[0] in seen_titles for line in ranked)
+
+
+def test_recommend_unknown_user_is_one_line(ml_small_run: Path) -> None:
+    result = runner.invoke(app, ["recommend", str(ml_small_run), "--user", "no-such-user"])
+    assert result.exit_code != 0
+    assert "no user with original_id 'no-such-user'" in str(result.exception)
+
+
+def test_ablate_writes_one_table(ml_small_run_with_features: Path) -> None:
+    _invoke("ablate", str(ml_small_run_with_features), "--epochs", "1", "--device", "cpu")
+    table = json.loads((ml_small_run_with_features / "model" / "ablation.json").read_text())
+    assert [entry["label"] for entry in table["entries"]] == ["full", "w/o-u-i", "w/o-u", "w/o-u&i", "w/o-prune"]
+    recalls = {entry["label"]: entry["test_mean"]["recall@20"] for entry in table["entries"]}
+    assert recalls["full"] != recalls["w/o-u&i"]  # the variants really differ
+    assert (ml_small_run_with_features / "model" / "ablation.md").is_file()
+
+
+def test_train_base_model_api(ml_small_run: Path) -> None:
+    result = train_base_model(ml_small_run, model="lightgcn", seed=0, device="cpu", epochs=2)
+    n_users = len(pd.read_parquet(ml_small_run / "users.parquet"))
+    n_items = len(pd.read_parquet(ml_small_run / "items.parquet"))
+    assert result.user_embeddings.shape == (n_users, 64) and result.item_embeddings.shape == (n_items, 64)
+    assert result.user_embeddings.dtype == np.float32
+    assert 0 < result.val_metrics["recall@20"] <= 1
+    assert not (ml_small_run / "model").exists()  # nothing written into the run
