@@ -93,6 +93,7 @@ def audit_profiles(run_dir: Path | str) -> ProfileAudit:
     run_dir = Path(run_dir)
     users = artifacts.read_parquet(run_dir / "users.parquet", ["user"])
     dataset = artifacts.read_manifest(run_dir)["stages"].get("prepare", {}).get("params", {}).get("dataset", "this dataset")
+    users = users[[c for c in users.columns if c == "user" or users[c].notna().any()]]
     if "age" not in users.columns and "gender" not in users.columns:
         raise ArtifactError(
             f"{run_dir / 'users.parquet'}: {dataset} has no user demographics (age/gender), so LLM profiles "

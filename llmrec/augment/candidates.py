@@ -11,6 +11,7 @@ stage, so a rerun with the same inputs is a no-op.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class CandidatesResult:
 
     path: Path
     skipped: bool
-    val_metrics: dict[str, float]
+    val_metrics: dict[str, Any]
 
 
 def _as_numpy(matrix: Any) -> np.ndarray:
@@ -106,7 +107,7 @@ def generate_candidates(
     })  # fmt: skip
     frame = frame[np.isfinite(frame["score"])]  # users who have seen almost every item
     artifacts.write_parquet(run_dir / CANDIDATES_FILE, frame)
-    val_metrics = {name: float(value) for name, value in dict(result.val_metrics or {}).items()}
+    val_metrics = json.loads(json.dumps(dict(result.val_metrics or {}), default=str))
     artifacts.record_stage(run_dir, STAGE, params, inputs, [CANDIDATES_FILE], {"val_metrics": val_metrics, "users": n_users})
     logger.info("candidates: top-%d unseen items for %d users (base LightGCN validation %s)", width, n_users, val_metrics)
     return CandidatesResult(run_dir / CANDIDATES_FILE, skipped=False, val_metrics=val_metrics)

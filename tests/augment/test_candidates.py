@@ -1,0 +1,36 @@
+"""Candidates: the base LightGCN's top-k per user, never a training item, computed once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from llmrec import artifacts
+from llmrec.augment.candidates import generate_candidates, top_k_unseen
+from llmrec.data.tables import load_split
+
+
+def test_top_k_unseen_masks_seen_items_and_breaks_ties_by_id() -> None:
+    users = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    items = np.array([[1, 0], [2, 0], [0, 1], [0, 1], [1, 1]], dtype=np.float32)
+    seen = sp.csr_matrix(np.array([[0, 1, 0, 0, 0], [0, 0, 0, 1, 0]]))
+    top, scores = top_k_unseen(users, items, seen, k=3)
+    assert top.tolist() == [[0, 4, 2], [2, 4, 0]]
+    assert scores.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]
+
+
+def test_generate_candidates_excludes_training_items_and_reruns_as_no_op(fresh_run: Path) -> None:
+    first = generate_candidates(fresh_run, k=7, epochs=2)
+    assert not first.skipped
+    frame = artifacts.read_parquet(fresh_run / "candidates.parquet", ["user", "rank", "item", "score"])
+    tables = load_split(fresh_run)
+    assert frame.groupby("user").size().eq(7).all() and frame["user"].nunique() == tables.n_users
+    assert frame.groupby("user")["rank"].apply(list).map(lambda r: r == list(range(7))).all()
+    pairs = set(zip(tables.train["user"], tables.train["item"]))
+    assert not any((u, i) in pairs for u, i in zip(frame["user"], frame["item"]))
+    assert frame.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    digest = artifacts.sha256_file(fresh_run / "candidates.parquet")
+    assert generate_candidates(fresh_run, k=7, epochs=2).skipped
+    assert artifacts.sha256_file(fresh_run / "candidates.parquet") == digest
