@@ -86,6 +86,8 @@ class PromptTemplate:
                 raise PromptError(f"{self.origin}: undefined template variable ({exc.message})") from None
             except TemplateError as exc:
                 raise PromptError(f"{self.origin}: template failed to render ({exc})") from None
+            except Exception as exc:  # noqa: BLE001 - a template is user code: range(10**9), include, endless recursion
+                raise PromptError(f"{self.origin}: template failed to render ({type(exc).__name__}: {exc})") from None
             messages.append({"role": role, "content": text.strip()})
         return tuple(messages)
 
