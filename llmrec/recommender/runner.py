@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from llmrec.artifacts import atomic_path, record_stage, write_json, write_text
-from llmrec.errors import ArtifactError
+from llmrec.errors import ArtifactError, ConfigError
 from llmrec.evaluation import popularity_scorer
+from llmrec.paths import inside_run
 from llmrec.recommender.checkpoints import load_checkpoint, save_checkpoint
 from llmrec.recommender.data import RunData, load_run_data
 from llmrec.recommender.models import MatrixFactorization
@@ -36,7 +37,11 @@ OUTPUT_FILES = ("metrics.json", "summary.md", "training_curve.png", "checkpoint.
 
 
 def model_dir(run_dir: Path | str, name: str) -> Path:
-    return Path(run_dir) / "model" / name
+    """`<run>/model/<name>`; a name with `..` or an absolute path is refused (ConfigError), never written."""
+    folder = inside_run(Path(run_dir) / "model", name)
+    if folder == (Path(run_dir) / "model").resolve():
+        raise ConfigError(f"model name '{name}' names the model folder itself; expected a sub-folder name")
+    return folder
 
 
 def _checkpoint_payload(config: TrainConfig, data: RunData, model: MatrixFactorization, run: dict[str, Any],
