@@ -2,7 +2,8 @@
 
 Tests put it in front of the real vLLM server to see, at the server side, how
 many times each prompt was sent (double billing), which headers arrived, and
-to play a server that goes away (`stop()`) or fails for a while (`fail_next`).
+to play a server that goes away (`stop()`), fails for a while (`fail_next`)
+or demands an API key like a hosted endpoint (`require_authorization`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class CountingProxy:
         self.prompts: collections.Counter[str] = collections.Counter()
         self.authorization: list[str] = []
         self.fail_next = 0
+        self.require_authorization: str | None = None
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=120.0)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -67,6 +69,9 @@ class CountingProxy:
                     else:
                         failing = False
                         proxy.prompts[json.dumps(json.loads(body)["messages"], sort_keys=True)] += 1
+                if proxy.require_authorization and self.headers.get("Authorization") != proxy.require_authorization:
+                    self._reply(401, b'{"error": {"message": "Incorrect API key provided"}}')
+                    return
                 if failing:
                     self._reply(503, b'{"error": {"message": "overloaded, try again"}}')
                     return

@@ -221,3 +221,22 @@ def test_self_started_server_answers_and_is_stopped_on_ctrl_c(vllm_server):
             script.wait()
     with pytest.raises(ProcessLookupError):
         os.killpg(int(server_pid), 0)
+
+
+@pytest.mark.vllm
+def test_context_too_long_fails_fast_with_the_servers_reason(proxy):
+    backend = get_backend("vllm", model=MODEL, base_url=proxy.base_url)
+    with pytest.raises(BackendError, match=r"rejected the request \(HTTP 400: .*context length"):
+        backend.generate([chat("movie " * 12000, max_tokens=4)])
+    assert proxy.total == 1
+
+
+@pytest.mark.vllm
+def test_wrong_api_key_fails_fast_without_showing_it(proxy, monkeypatch):
+    proxy.require_authorization = "Bearer the-right-key"
+    monkeypatch.setenv("LLMREC_TEST_KEY", "sk-the-wrong-key-0123456789")
+    backend = get_backend("openai", model=MODEL, base_url=proxy.base_url, api_key_env="LLMREC_TEST_KEY")
+    with pytest.raises(BackendError, match=r"refused the credentials \(HTTP 401") as raised:
+        backend.generate([chat("Hello.")])
+    assert "sk-the-wrong-key" not in str(raised.value)
+    assert len(proxy.authorization) == 1  # no retries
