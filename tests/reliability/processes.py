@@ -1,0 +1,140 @@
+"""Helpers of the process-level reliability tests: run `llmrec`, SIGKILL it at chosen points, check stores.
+
+A kill point is "once `progress()` has reached `target`, wait `delay` seconds,
+then SIGKILL": progress is whatever the command commits (rows of the
+completion store, checkpoint epochs), so kills land inside real work rather
+than only during start-up. Points are drawn from a seeded RNG, so CI kills at
+the same places on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def llmrec_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmrec", *args]
+
+
+def run_llmrec(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        llmrec_command(*args), capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class KillPoint:
+    target: int  # progress() value to wait for
+    delay: float  # seconds after reaching it
+
+
+@dataclasses.dataclass
+class KillRecord:
+    point: KillPoint
+    killed: bool  # False when the process finished before the point came
+    progress_at_kill: int
+    seconds_alive: float
+
+
+def kill_at(
+    args: Sequence[str], point: KillPoint, progress: Callable[[], int], *, env: dict[str, str] | None = None,
+    timeout: float = 240, log: Path | None = None,
+) -> KillRecord:  # fmt: skip
+    """Start `llmrec args`, SIGKILL it at `point`; returns what happened."""
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    started = time.monotonic()
+    process = subprocess.Popen(
+        llmrec_command(*args), cwd=REPO_ROOT, stdout=out, stderr=out, env={**os.environ, **(env or {})}
+    )
+    try:
+        reached_at = None
+        while process.poll() is None:
+            now = time.monotonic()
+            if now - started > timeout:
+                raise AssertionError(f"llmrec {' '.join(args)} neither finished nor reached {point} in {timeout} s")
+            if reached_at is None and progress() >= point.target:
+                reached_at = now
+            if reached_at is not None and now - reached_at >= point.delay:
+                current = progress()  # read before the kill: nothing commits after it
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                return KillRecord(point, True, current, time.monotonic() - started)
+            time.sleep(0.02)
+        return KillRecord(point, False, progress(), time.monotonic() - started)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if log:
+            out.close()
+
+
+def store_rows(path: Path) -> int:
+    """Completions committed so far (0 while the file does not exist yet)."""
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not created yet
+        return 0
+
+
+def check_store(path: Path) -> dict[str, int]:
+    """integrity_check is ok, no key or request stored twice; returns counts."""
+    with sqlite3.connect(path, timeout=30) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows, keys, requests = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT key), COUNT(DISTINCT backend || model || request) FROM completions"
+        ).fetchone()
+    assert rows == keys == requests, (rows, keys, requests)
+    return {"rows": rows}
+
+
+def check_sqlite(path: Path) -> None:
+    with sqlite3.connect(path, timeout=30) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def assert_same_tables(run: Path, reference: Path, names: Sequence[str]) -> None:
+    for name in names:
+        got, expected = pd.read_parquet(run / name), pd.read_parquet(reference / name)
+        pd.testing.assert_frame_equal(got, expected, check_exact=True, obj=name)
+
+
+def write_small_csv_dataset(folder: Path, n_users: int = 40, n_items: int = 60, per_user: int = 12, seed: int = 0) -> Path:
+    """A small random dataset in the `csv` loader's default layout (MovieLens columns).
+
+    Big enough for a graph model to train a few epochs and for every user to
+    reach val and test, small enough that a process's time is start-up, not work.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for user in range(1, n_users + 1):
+        for item in rng.choice(n_items, size=per_user, replace=False):
+            rows.append((user, int(item) + 1, float(rng.integers(4, 6)), 1_000_000 + len(rows)))
+    pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"]).to_csv(folder / "ratings.csv", index=False)
+    genres = ["Drama", "Comedy", "Action", "Romance", "Thriller"]
+    movies = pd.DataFrame({
+        "movieId": range(1, n_items + 1),
+        "title": [f"Film number {i} ({1950 + i % 60})" for i in range(1, n_items + 1)],
+        "genres": ["|".join(rng.choice(genres, size=2, replace=False)) for _ in range(n_items)],
+    })  # fmt: skip
+    movies.to_csv(folder / "movies.csv", index=False)
+    return folder
