@@ -3,8 +3,11 @@
 Three ways to run, picked in this order:
 1. `base_url` given: talk to running vLLM server(s) (repeat it for replicas).
 2. `vllm` importable in this Python (a GPU machine without DGL): the
-   in-process `vllm.LLM` batch API. This path cannot be tested on the CPU CI,
-   where vLLM lives in its own venv because it pins a different torch.
+   in-process `vllm.LLM` batch API. This path cannot be tested by the CI
+   tests, which run in the DGL venv while vLLM lives in its own (it pins a
+   different torch); it was checked by hand from `.venv-vllm`. vLLM spawns
+   its engine process, so the calling script needs the
+   `if __name__ == "__main__":` guard.
 3. Otherwise: start `python -m vllm.entrypoints.openai.api_server` from the
    vLLM venv (`.venv-vllm`, or `$LLMREC_VLLM_PYTHON`) on a free local port,
    wait for it, and stop it on `close()` / exit / Ctrl-C (`vllm_server`).

@@ -45,10 +45,15 @@ def proxy(vllm_server):
     counting.stop()
 
 
-def _rows(store_path: Path) -> list[str]:
-    conn = sqlite3.connect(store_path)
+def _rows(store_path: Path, *, while_created: bool = False) -> list[str]:
+    """Keys in the store; `while_created`: the worker may not have made the table yet."""
+    conn = sqlite3.connect(store_path, timeout=30)
     try:
         return [key for (key,) in conn.execute("SELECT key FROM completions")]
+    except sqlite3.OperationalError:
+        if while_created:
+            return []
+        raise
     finally:
         conn.close()
 
@@ -104,7 +109,7 @@ def test_sigkill_mid_batch_then_rerun_answers_each_prompt_exactly_once(proxy, tm
     worker = _worker(store_path, proxy.base_url, n, "--max-in-flight", "4", "--max-tokens", "16")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:
-        if store_path.exists() and len(_rows(store_path)) >= 4:
+        if store_path.exists() and len(_rows(store_path, while_created=True)) >= 4:
             break
         time.sleep(0.05)
     worker.send_signal(signal.SIGKILL)
@@ -126,8 +131,14 @@ def test_sigkill_mid_batch_then_rerun_answers_each_prompt_exactly_once(proxy, tm
 @pytest.mark.vllm
 def test_two_processes_on_one_store_send_each_prompt_once(proxy, tmp_path):
     store_path, n = tmp_path / "store.sqlite", 16
-    options = ("--max-in-flight", "4", "--claim-chunk", "4", "--max-tokens", "8", "--prefix", "Shared")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    options = ("--max-in-flight", "4", "--claim-chunk", "4", "--max-tokens", "8", "--prefix", "Shared", "--barrier", str(barrier))
     workers = [_worker(store_path, proxy.base_url, n, *options) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(list(barrier.glob("ready-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (barrier / "go").touch()
     outputs = [w.communicate(timeout=240) for w in workers]
     for worker, (_, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-2000:]
