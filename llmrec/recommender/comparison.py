@@ -56,13 +56,14 @@ def _write_table(run_dir: Path, stem: str, title: str, protocol: str, entries: l
 def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str | None = None) -> list[dict[str, Any]]:
     """Train `config.model` and popularity, MF-BPR and LightGCN; write model/comparison.md/json.
 
-    Baselines share the seeds, device, engine and protocol of `config`; their
-    learning rate and epoch budget are their own per-model defaults.
+    Baselines share the seeds, device, engine, protocol and (when given) the
+    epoch budget of `config`; their learning rate is their own per-model default.
     """
     run_dir = Path(run_dir)
     data = load_run_data(run_dir)
     entries = []
-    shared = {key: getattr(config, key) for key in ("seed", "seeds", "device", "engine", "protocol", "batch_size")}
+    shared = {key: getattr(config, key) for key in
+              ("seed", "seeds", "device", "engine", "protocol", "batch_size", "max_epochs", "min_epochs", "patience")}
     for baseline in BASELINES:
         if baseline != config.model:
             doc = train_and_evaluate(run_dir, TrainConfig(model=baseline, **shared), baseline, data)
@@ -70,7 +71,7 @@ def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str |
     doc = train_and_evaluate(run_dir, config, name or config.model, data)
     entries.append(_entry(name or config.model, doc))
     _write_table(run_dir, "comparison", "Model comparison", config.protocol, entries,
-                 [f"Baselines use their per-model defaults (lr, epochs); `{config.model}` uses the given options."])
+                 [f"Baselines use their per-model default learning rates; `{config.model}` uses the given options."])
     return entries
 
 

@@ -11,7 +11,8 @@ L2-normalised row-wise, and added to the ID representation with its weight.
 Masked feature reconstruction (the paper's MAE) masks a fresh random fraction
 of user-profile / item-attribute rows on every training step (on a copy, never
 in place), and a trained decoder reconstructs the original rows from their
-propagated representation.
+propagated representation. All-zero rows (the LLM gave no valid answer) are
+never masked or reconstructed: there is nothing to recover.
 """
 
 from __future__ import annotations
@@ -109,9 +110,13 @@ class LLMRecModel(LightGCN):
         used = {name: values for name, values in features.items() if options.weight_of(name) != 0}
         self.feature_names = sorted(used)
         for name, values in used.items():
+            # all-zero rows mark "no valid LLM answer" (docs/artifacts.md): never masked or reconstructed
+            present = values.abs().sum(1) > 0
             self.register_buffer(f"feature_{name}", values, persistent=False)
-            # The MAE replaces masked rows by the column mean, as the original did.
-            self.register_buffer(f"feature_mean_{name}", values.mean(0, keepdim=True), persistent=False)
+            self.register_buffer(f"feature_present_{name}", present, persistent=False)
+            # The MAE replaces masked rows by the column mean of the real rows, as the original did.
+            mean = values[present].mean(0, keepdim=True) if bool(present.any()) else values[:1] * 0
+            self.register_buffer(f"feature_mean_{name}", mean, persistent=False)
         self.projections = nn.ModuleDict({name: nn.Linear(used[name].shape[1], dim) for name in self.feature_names})
         for projection in self.projections.values():
             nn.init.xavier_uniform_(projection.weight)
@@ -131,7 +136,7 @@ class LLMRecModel(LightGCN):
             return None
         rows = self.feature(name).shape[0]
         draws = torch.rand(rows, generator=generator).to(self.feature(name).device)
-        return draws < self.options.mask_rate
+        return (draws < self.options.mask_rate) & getattr(self, f"feature_present_{name}")
 
     def _feature_branch(self, name: str, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(user-side, item-side) propagated projection of one feature."""

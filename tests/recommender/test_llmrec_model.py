@@ -98,3 +98,16 @@ def test_masking_is_fresh_each_step_and_off_at_evaluation(ml_small_run_with_feat
     assert 0.03 < first.float().mean() < 0.2  # mask_rate 0.1
     assert model._masked_rows("user_profiles", None) is None
     assert model(None).reconstruction_loss is None
+
+
+def test_rows_without_an_llm_answer_are_never_masked(ml_small_run_with_features: Path) -> None:
+    path = ml_small_run_with_features / "embeddings" / "user_profiles.npy"
+    profiles = np.load(path)
+    profiles[: len(profiles) // 2] = 0.0  # the contract's "no valid answer" rows
+    np.save(path, profiles)
+    data = load_run_data(ml_small_run_with_features)
+    model, _ = build_model(dataclasses.replace(CONFIG, mask_rate=0.5), data, CPU)
+    generator = torch.Generator().manual_seed(0)
+    masked = torch.stack([model._masked_rows("user_profiles", generator) for _ in range(20)]).any(0)
+    assert not masked[: len(profiles) // 2].any()
+    assert masked[len(profiles) // 2 :].all()
