@@ -6,7 +6,8 @@ a fresh subprocess trains one warm-up epoch and then `EPOCHS` timed epochs,
 with the same seed and batches. Each runs in its own process so the peak RSS
 (`resource.getrusage`, which covers torch's and DGL's C++ allocations) belongs
 to that engine alone; `tracemalloc` adds the Python-heap peak of the timed
-epochs. Torch runs on THREADS threads (env `BENCH_TRAIN_THREADS`, default 1):
+epochs. Torch and DGL's OpenMP pool run on THREADS threads (env
+`BENCH_TRAIN_THREADS`, default 1):
 on this shared 2-core box, two threads contending with other work made an
 epoch ~25x slower than one thread (40 s vs 1.5 s for LightGCN), which would
 measure the contention, not the engines. The load average is printed too.
@@ -97,6 +98,7 @@ def main() -> None:
             output = subprocess.run(
                 [sys.executable, "-m", "bench.bench_train", "--worker", str(run_dir), model, engine],
                 check=True, capture_output=True, text=True, cwd=Path(__file__).parents[1],
+                env={**os.environ, "OMP_NUM_THREADS": str(THREADS)},  # DGL's own OpenMP pool too
             ).stdout
             rows.append(json.loads(output.strip().splitlines()[-1]))
             print(rows[-1])
