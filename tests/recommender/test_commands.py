@@ -69,3 +69,15 @@ def test_train_base_model_api(ml_small_run: Path) -> None:
     assert result.user_embeddings.dtype == np.float32
     assert 0 < result.val_metrics["recall@20"] <= 1
     assert not (ml_small_run / "model").exists()  # nothing written into the run
+
+
+def test_config_file_sets_options_and_rejects_typos(ml_small_run: Path, tmp_path: Path) -> None:
+    config = tmp_path / "train.toml"
+    config.write_text("[train]\nmodel = 'mf'\nmax_epochs = 1\nembedding_dim = 8\n")
+    _invoke("train", str(ml_small_run), "--config", str(config), "--device", "cpu")
+    metrics = json.loads((ml_small_run / "model" / "mf" / "metrics.json").read_text())
+    assert metrics["config"]["embedding_dim"] == 8 and metrics["runs"][0]["epochs_run"] == 1
+    config.write_text("[train]\nlearning_rate = 0.1\n")
+    result = runner.invoke(app, ["train", str(ml_small_run), "--config", str(config)])
+    assert result.exit_code != 0
+    assert "unknown option 'learning_rate'" in str(result.exception)
