@@ -174,11 +174,11 @@ def open_cache(path: Path | None = None) -> Iterator[EmbeddingCache]:
 def resolve_model(model: str | None) -> tuple[str, str]:
     """(what to load, cache key). The key fingerprints a local folder by its config files,
     so the same weights installed in two venvs share cache entries."""
-    name = None
+    display_name = None
     if model is None:
         from llmrec.bundled import minilm_path
 
-        model, name = str(minilm_path()), "all-MiniLM-L6-v2"
+        model, display_name = str(minilm_path()), "all-MiniLM-L6-v2"
     folder = Path(model).expanduser()
     if not folder.exists():
         return model, model  # a hub id: the id is the key
@@ -191,7 +191,7 @@ def resolve_model(model: str | None) -> tuple[str, str]:
     weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
     for path in weights:
         digest.update(f"{path.name}:{path.stat().st_size}".encode())
-    return str(folder), f"{name or folder.name}@{digest.hexdigest()[:16]}"
+    return str(folder), f"{display_name or folder.name}@{digest.hexdigest()[:16]}"
 
 
 def resolve_device(device: str | None) -> str:
