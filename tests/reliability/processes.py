@@ -138,3 +138,90 @@ def write_small_csv_dataset(folder: Path, n_users: int = 40, n_items: int = 60, 
     })  # fmt: skip
     movies.to_csv(folder / "movies.csv", index=False)
     return folder
+
+
+class ForwardingProxy:
+    """A counting HTTP proxy on a fixed 127.0.0.1 port that can go down and come back.
+
+    Stands between `llmrec` and the real vLLM server: `stop()` is the server
+    dying (connections refused), `start()` on the same port is it coming back,
+    and `prompts` counts, at the server side, how often each prompt arrived.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        import collections
+        import socket
+
+        self.upstream = upstream.rstrip("/").removesuffix("/v1")
+        self.prompts: collections.Counter[str] = collections.Counter()
+        self.refused = 0  # requests that arrived while the server was "down"
+        self._down = False
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._server = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def total(self) -> int:
+        return sum(self.prompts.values())
+
+    def start(self) -> ForwardingProxy:
+        import json as _json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self, method: str, body: bytes | None) -> None:
+                with httpx.Client(timeout=300) as client:
+                    upstream = client.request(method, proxy.upstream + self.path, content=body,
+                                              headers={"Content-Type": "application/json"})  # fmt: skip
+                self.send_response(upstream.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(upstream.content)))
+                self.end_headers()
+                self.wfile.write(upstream.content)
+
+            def _refuse_when_down(self) -> bool:
+                # Keep-alive connections outlive the listening socket: drop them too, unanswered.
+                if proxy._down:
+                    proxy.refused += 1
+                    self.close_connection = True
+                return proxy._down
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self._refuse_when_down():
+                    return
+                proxy.prompts[_json.dumps(_json.loads(body).get("messages"), sort_keys=True)] += 1
+                self._forward("POST", body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if not self._refuse_when_down():
+                    self._forward("GET", None)
+
+        self._down = False
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._down = True
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
