@@ -73,6 +73,7 @@ def _measure(mode: str, base_run: Path, workdir: Path, backend: Backend, options
     run_dir = workdir / mode.replace(" ", "_").replace("(", "").replace(")", "")
     shutil.copytree(base_run, run_dir)
     started = time.perf_counter()
+    # Candidates were made once in the base run; epochs=None reuses them.
     summary: AugmentSummary = run_augmentation(run_dir, backend, store_path=store, options=options)
     seconds = time.perf_counter() - started
     counts = summary.counts.values()

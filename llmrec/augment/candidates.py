@@ -73,7 +73,11 @@ def top_k_unseen(
 def generate_candidates(
     run_dir: Path | str, k: int = 10, *, seed: int = 0, device: str = "auto", epochs: int | None = None
 ) -> CandidatesResult:
-    """Train LightGCN on the training split and write each user's top-k unseen items."""
+    """Train LightGCN on the training split and write each user's top-k unseen items.
+
+    `epochs=None` means the model's default, or - when this run already has
+    current candidates for the same `k` and `seed` - whatever they were made with.
+    """
     from llmrec.data.tables import load_split
     from llmrec.evaluation import interactions_to_csr
 
@@ -84,6 +88,9 @@ def generate_candidates(
         raise ConfigError(f"candidates: k must be >= 2 (a liked and a disliked pick), got {k}")
     params = {"k": k, "seed": seed, "epochs": epochs, "model": "lightgcn"}
     inputs = {"train.parquet": artifacts.sha256_file(run_dir / "train.parquet")}
+    if epochs is None:  # "any epochs": reuse candidates already made with the same k and seed
+        recorded = artifacts.read_manifest(run_dir)["stages"].get(STAGE, {}).get("params", {})
+        params["epochs"] = recorded.get("epochs") if recorded.get("k") == k and recorded.get("seed") == seed else None
     if artifacts.stage_is_current(run_dir, STAGE, params, inputs):
         logger.info("candidates: %s is up to date", run_dir / CANDIDATES_FILE)
         stats = artifacts.read_manifest(run_dir)["stages"][STAGE]["stats"]
@@ -93,8 +100,8 @@ def generate_candidates(
 
     tables = load_split(run_dir)
     options: dict[str, Any] = {"model": "lightgcn", "seed": seed, "device": device}
-    if epochs is not None:
-        options["epochs"] = epochs
+    if params["epochs"] is not None:
+        options["epochs"] = params["epochs"]
     result = train_base_model(run_dir, **options)
     seen = interactions_to_csr(tables.train, tables.n_users, tables.n_items, name=str(run_dir / "train.parquet"))
     items, scores = top_k_unseen(_as_numpy(result.user_embeddings), _as_numpy(result.item_embeddings), seen, k)

@@ -33,4 +33,5 @@ def test_generate_candidates_excludes_training_items_and_reruns_as_no_op(fresh_r
     assert frame.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
     digest = artifacts.sha256_file(fresh_run / "candidates.parquet")
     assert generate_candidates(fresh_run, k=7, epochs=2).skipped
+    assert generate_candidates(fresh_run, k=7).skipped  # epochs unspecified: the current candidates do
     assert artifacts.sha256_file(fresh_run / "candidates.parquet") == digest
