@@ -26,8 +26,11 @@ def _print_doc_table(doc: dict) -> None:
     from llmrec.recommender.reporting import metrics_table
 
     typer.echo(f"Protocol: {doc['protocol_label']}")
-    typer.echo(metrics_table([(f"{doc['name']} test", doc["test_mean"], doc["test_std"]),
-                              (f"{doc['name']} {doc['selection_split']}", doc["selection_mean"], doc["selection_std"])]))
+    several = len(doc["runs"]) > 1
+    typer.echo(metrics_table([
+        (f"{doc['name']} test", doc["test_mean"], doc["test_std"] if several else None),
+        (f"{doc['name']} {doc['selection_split']}", doc["selection_mean"], doc["selection_std"] if several else None),
+    ]))
 
 
 def train(
@@ -53,7 +56,6 @@ def train(
     """Train a recommender on RUN, select on validation, test once; write <run>/model/<name>/."""
     from llmrec.config import write_effective_config
     from llmrec.recommender.comparison import compare_with_baselines
-    from llmrec.recommender.reporting import metrics_table
     from llmrec.recommender.runner import train_and_evaluate
     from llmrec.recommender.trainer import TrainingInterrupted
 
@@ -62,9 +64,8 @@ def train(
     write_effective_config(run, "train", train_config)
     try:
         if baselines:
-            entries = compare_with_baselines(run, train_config, name)
-            typer.echo(metrics_table([(e["label"], e["test_mean"], e["test_std"]) for e in entries]))
-            typer.echo(f"-> {run / 'model' / 'comparison.md'}")
+            compare_with_baselines(run, train_config, name)
+            typer.echo((run / "model" / "comparison.md").read_text())
             return
         doc = train_and_evaluate(run, train_config, name)
     except TrainingInterrupted as stopped:
@@ -121,13 +122,12 @@ def ablate(
 ) -> None:
     """Train LLMRec and w/o-u-i, w/o-u, w/o-u&i, w/o-prune; write model/ablation.md/json."""
     from llmrec.recommender.comparison import ablate as run_ablation
-    from llmrec.recommender.reporting import metrics_table
 
     train_config = _config(config, model="llmrec", max_epochs=epochs, seeds=seeds, device=device, engine=engine,
                            protocol=protocol)
     entries = run_ablation(run, train_config)
-    typer.echo(metrics_table([(e["label"], e["test_mean"], e["test_std"]) for e in entries]))
-    typer.echo(f"-> {run / 'model' / 'ablation.md'}")
+    typer.echo((run / "model" / "ablation.md").read_text())
+    typer.echo(f"({len(entries)} variants; outputs in {run / 'model'})")
 
 
 def register(app: typer.Typer) -> None:

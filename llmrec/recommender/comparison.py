@@ -41,7 +41,8 @@ def _entry(label: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _write_table(run_dir: Path, stem: str, title: str, protocol: str, entries: list[dict[str, Any]],
                  notes: list[str]) -> None:
-    rows = [(entry["label"], entry["test_mean"], entry["test_std"]) for entry in entries]
+    rows = [(entry["label"], entry["test_mean"], entry["test_std"] if entry["seeds"] > 1 else None)
+            for entry in entries]
     seeds = entries[0]["seeds"]
     text = "\n".join([
         f"# {title}", "", f"Protocol: {PROTOCOL_LABELS[protocol]}",

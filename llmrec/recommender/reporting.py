@@ -27,14 +27,14 @@ def mean_and_std(per_seed: list[dict[str, Any]]) -> tuple[dict[str, float], dict
 
 
 def metrics_table(rows: list[tuple[str, dict[str, float], dict[str, float] | None]]) -> str:
-    """Markdown table: one row per (label, mean metrics, std metrics or None)."""
+    """Markdown table: one row per (label, mean metrics, std metrics or None for a single run)."""
     lines = ["| model | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
     for label, mean, std in rows:
         cells = []
         for key in TABLE_METRICS:
             if key not in mean:
                 cells.append("-")
-            elif std and std.get(key):
+            elif std is not None:
                 cells.append(f"{mean[key]:.4f} ± {std[key]:.4f}")
             else:
                 cells.append(f"{mean[key]:.4f}")
@@ -45,7 +45,8 @@ def metrics_table(rows: list[tuple[str, dict[str, float], dict[str, float] | Non
 def summary_markdown(doc: dict[str, Any]) -> str:
     """summary.md of one trained model: test table, per-seed rows, how it was selected."""
     test_rows = [(f"seed {run['seed']}", run["test"], None) for run in doc["runs"]]
-    test_rows.append((f"mean ± std ({len(doc['runs'])} seed(s))", doc["test_mean"], doc["test_std"]))
+    if len(doc["runs"]) > 1:
+        test_rows.append((f"mean ± std ({len(doc['runs'])} seeds)", doc["test_mean"], doc["test_std"]))
     selection_rows = [(f"seed {run['seed']} (epoch {run['best_epoch']})", run["selection"], None) for run in doc["runs"]]
     return "\n".join([
         f"# {doc['name']} ({doc['model']})",

@@ -113,7 +113,7 @@ def test_seeds_report_mean_and_std(ml_small_run: Path) -> None:
     assert recalls[0] != recalls[1]
     assert doc["test_mean"]["recall@20"] == pytest.approx(np.mean(recalls))
     assert doc["test_std"]["recall@20"] == pytest.approx(np.std(recalls, ddof=1))
-    assert "mean ± std (2 seed(s))" in (ml_small_run / "model" / "mf" / "summary.md").read_text()
+    assert "mean ± std (2 seeds)" in (ml_small_run / "model" / "mf" / "summary.md").read_text()
 
 
 def test_paper_protocol_is_labelled_and_selects_on_test(ml_small_run: Path) -> None:
