@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,29 +9,6 @@ from typing import Any
 import typer
 
 audit_app = typer.Typer(no_args_is_help=True, help="Check LLM-written data against ground truth.")
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Options of `llmrec augment` (TOML section `[augment]`)."""
-
-    what: tuple[str, ...] = ("edges", "profiles", "attributes")
-    backend: str = "transformers"
-    model: str = "smollm2-135m"
-    base_url: tuple[str, ...] = ()
-    backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    store: str | None = None
-    limit_users: int = 20
-    limit_items: int | None = None
-    history_budget: int = 30
-    prompts_dir: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    seed: int = 0
-    candidates_k: int = 10
-    candidates_epochs: int | None = None
-    device: str = "auto"
 
 
 def _parse_backend_options(pairs: list[str]) -> dict[str, Any]:
@@ -92,8 +68,7 @@ def augment(
     config: Path | None = typer.Option(None, "--config", help="TOML file; its [augment] table sets options."),
 ) -> None:
     """Ask an LLM for augmented edges, user profiles and item attributes; validated, resumable."""
-    from llmrec.augment.pipeline import AugmentOptions, run_augmentation
-    from llmrec.backends import get_backend
+    from llmrec.augment.settings import AugmentConfig, augment_with_settings
     from llmrec.config import build, load_toml, write_effective_config
 
     overrides: dict[str, Any] = {
@@ -107,21 +82,7 @@ def augment(
         "candidates_epochs": candidates_epochs, "device": device,
     }  # fmt: skip
     settings = build(AugmentConfig, "augment", load_toml(config).get("augment"), overrides)
-    options = AugmentOptions(
-        what=tuple(settings.what), limit_users=settings.limit_users, limit_items=settings.limit_items,
-        history_budget=settings.history_budget,
-        prompts_dir=Path(settings.prompts_dir) if settings.prompts_dir else None,
-        temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
-        seed=settings.seed, candidates_k=settings.candidates_k,
-    )  # fmt: skip
-    backend_kwargs = dict(settings.backend_options)
-    if settings.base_url:
-        backend_kwargs["base_url"] = list(settings.base_url) if len(settings.base_url) > 1 else settings.base_url[0]
-    with get_backend(settings.backend, model=settings.model, **backend_kwargs) as llm:
-        summary = run_augmentation(
-            run, llm, store_path=settings.store, options=options,
-            candidates_device=settings.device, candidates_epochs=settings.candidates_epochs,
-        )  # fmt: skip
+    summary = augment_with_settings(run, settings)
     write_effective_config(run, "augment", settings)
     for name, counts in summary.counts.items():
         reasons = counts.as_dict()["failure_reasons"]
