@@ -17,8 +17,7 @@ setup-vllm: setup
 	scripts/setup-vllm
 
 demo: setup
-	$(VENV)/bin/llmrec data prepare ml-latest-small --run runs/demo
-	$(VENV)/bin/llmrec data info runs/demo
+	$(VENV)/bin/llmrec run --run runs/demo --config configs/demo.toml
 
 # pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
 test: setup setup-vllm
