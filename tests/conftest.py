@@ -15,6 +15,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("DGLBACKEND", "pytorch")
+# One OpenMP thread per process: tests run several processes at once (CLI
+# subprocesses, the vLLM server), and two threads per process on 2 cores spin
+# against each other - SmolLM2 generation measured 5.7x slower that way.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _default_mirror = REPO_ROOT.parent / "shared" / "data"
