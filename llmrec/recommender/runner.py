@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from llmrec.artifacts import atomic_path, record_stage, write_json, write_text
+from llmrec.artifacts import atomic_path, read_json, record_stage, stage_is_current, write_json, write_text
 from llmrec.errors import ArtifactError, ConfigError
 from llmrec.evaluation import popularity_scorer
 from llmrec.paths import inside_run
@@ -86,6 +86,10 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
     name = name or config.model
     config = config.resolve()
     data = data if data is not None else load_run_data(run_dir)
+    stage = f"train:{name}"
+    if stage_is_current(run_dir, stage, dataclasses.asdict(config), data.input_digests):
+        logger.info("%s: up to date (same options and inputs); reading %s", name, model_dir(run_dir, name))
+        return read_json(model_dir(run_dir, name) / "metrics.json")
     out_dir = model_dir(run_dir, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = str(resolve_device(config.device))
@@ -115,7 +119,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
     write_json(out_dir / "metrics.json", doc)
     write_text(out_dir / "summary.md", summary_markdown(doc))
     record_stage(
-        run_dir, f"train:{name}", params=dataclasses.asdict(config), inputs=data.input_digests,
+        run_dir, stage, params=dataclasses.asdict(config), inputs=data.input_digests,
         outputs=[f"model/{name}/{file}" for file in outputs],
         stats={"test_mean": test_mean, "best_epochs": [run["best_epoch"] for run in runs], "protocol": config.protocol},
     )

@@ -51,7 +51,7 @@ def test_run_job_writes_every_artifact_and_an_honest_report(small_dataset_dir: P
     second = _llmrec("run", "--run", str(run), "--config", str(config))
     assert second.returncode == 0, second.stderr[-3000:]
     manifest_after = json.loads((run / "manifest.json").read_text())
-    for stage in ("prepare", "candidates", "embed"):  # unchanged inputs: not redone
+    for stage in ("prepare", "candidates", "embed", "train:llmrec", "train:lightgcn"):  # unchanged: not redone
         assert manifest_after["stages"][stage]["finished_at"] == manifest_before["stages"][stage]["finished_at"]
     assert "up to date" in second.stderr
 
