@@ -49,7 +49,7 @@ def main() -> None:
     for what, counts in sorted(augment.items()):
         lines.append(f"- {what}: {counts['requested']} requested, {counts['valid']} valid, "
                      f"{counts['repaired']} repaired, {counts['failed']} failed")
-    lines += ["", "The rerun retrains the models (training is not cached); every other stage is a no-op.", ""]
+    lines += ["", "On the rerun every stage is a no-op (manifest checks) or served from the completion store.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines), encoding="utf-8")
     log.info("wrote %s", RESULTS)
