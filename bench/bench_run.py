@@ -36,7 +36,7 @@ def main() -> None:
         "# `llmrec run` time per stage (configs/demo.toml)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the end.",
-        "Default demo: ml-latest-small, SmolLM2-135M in-process (transformers), 10 users / 30 items, "
+        "Default demo: ml-latest-small, SmolLM2-135M in-process (transformers), 5 users / 10 items, "
         "all-MiniLM-L6-v2, LLMRec + popularity, MF-BPR, LightGCN, 1 seed, CPU; cold completion store.",
         "",
         "| stage | first run s | rerun s |",
