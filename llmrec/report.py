@@ -52,10 +52,13 @@ def _metrics_section(run_dir: Path) -> list[str]:
         return ["## Recommendation quality", "", "- no model was trained", ""]
     comparison = read_json(path)
     entries = comparison["entries"]
-    rows = [(entry["label"], entry["test_mean"], entry["test_std"]) for entry in entries]
     seeds = entries[0]["seeds"] if entries else 0
+    # One seed has no spread: print the value alone rather than a misleading "± 0".
+    rows = [(entry["label"], entry["test_mean"], entry["test_std"] if seeds > 1 else None) for entry in entries]
     lines = ["## Recommendation quality", "", f"Protocol: {comparison['protocol_label']}", "",
-             f"Test metrics, mean ± std over {seeds} seed(s), every model on the same split:", "",
+             (f"Test metrics, mean ± std over {seeds} seeds, every model on the same split:" if seeds > 1 else
+              "Test metrics of one seed (no spread: use `--seeds 5` before reading differences), every model on "
+              "the same split:"), "",
              metrics_table(rows), ""]
     for entry in entries:
         curve = run_dir / "model" / entry["name"] / "training_curve.png"
