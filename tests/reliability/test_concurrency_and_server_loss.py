@@ -38,14 +38,6 @@ from tests.reliability.processes import (
 PROFILE_ARGS = ("--what", "profiles", "--limit-users", "4", "--max-tokens", "16", "--history-budget", "5")
 
 
-@pytest.fixture(scope="module")
-def prepared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("prepared") / "run"
-    result = run_llmrec("data", "prepare", "--run", str(run))
-    assert result.returncode == 0, result.stderr
-    return run
-
-
 def _generated(run: Path) -> int:
     report = json.loads((run / "augment_report.json").read_text())
     return sum(entry["usage"]["generated"] for entry in report.values())

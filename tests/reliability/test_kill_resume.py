@@ -79,14 +79,6 @@ def _kill_chain(args: list[str], points: list[KillPoint], progress, run: Path, e
     return killed
 
 
-@pytest.fixture(scope="module")
-def prepared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("prepared") / "run"
-    result = run_llmrec("data", "prepare", "--run", str(run))
-    assert result.returncode == 0, result.stderr
-    return run
-
-
 def _report_counts(run: Path) -> dict:
     report = json.loads((run / "augment_report.json").read_text())
     keep = ("requested", "valid", "repaired", "failed", "failures", "model", "template_hash")

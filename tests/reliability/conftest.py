@@ -1,0 +1,18 @@
+"""Fixtures shared by the reliability process tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.processes import run_llmrec
+
+
+@pytest.fixture(scope="module")
+def prepared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ml-latest-small from the mirror, prepared by the real CLI (one per test module)."""
+    run = tmp_path_factory.mktemp("prepared") / "run"
+    result = run_llmrec("data", "prepare", "--run", str(run))
+    assert result.returncode == 0, result.stderr
+    return run
