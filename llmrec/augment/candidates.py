@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from llmrec import artifacts
 
@@ -48,25 +49,30 @@ def top_k_unseen(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per user, the `k` highest-scoring items not in `seen` (a CSR user x item matrix).
 
-    Returns (items, scores), each `n_users x k`, best first; ties broken by the
-    lower item id so the result is deterministic. Scores are computed in user
-    batches so memory stays at `batch x n_items`.
+    Returns (items, scores), each `n_users x k`, best first; equal scores rank
+    the lower item id first, also when a tie straddles the k-th place (the
+    evaluator's rule, `llmrec.evaluation.ranking`), so the result is
+    deterministic. Scores are computed in user batches so memory stays at
+    `batch x n_items`.
     """
+    import torch
+
+    from llmrec.evaluation.ranking import CSRRows, mask_in_place, topk_lowest_index_first
+
     n_users, n_items = user_embeddings.shape[0], item_embeddings.shape[0]
     k = min(k, n_items)
+    excluded = CSRRows(sp.csr_matrix(seen, dtype=np.float32))
+    items = torch.from_numpy(np.ascontiguousarray(item_embeddings, dtype=np.float32))
     top_items = np.empty((n_users, k), dtype=np.int64)
     top_scores = np.empty((n_users, k), dtype=np.float32)
     for start in range(0, n_users, _USER_BATCH):
         stop = min(start + _USER_BATCH, n_users)
-        scores = user_embeddings[start:stop] @ item_embeddings.T
-        block = seen[start:stop].tocoo()
-        scores[block.row, block.col] = -np.inf
-        # Partition on (-score, item) order: argpartition would break ties arbitrarily.
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n_items else np.tile(np.arange(n_items), (stop - start, 1))
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -part_scores), axis=1)
-        top_items[start:stop] = np.take_along_axis(part, order, axis=1)
-        top_scores[start:stop] = np.take_along_axis(part_scores, order, axis=1)
+        scores = torch.from_numpy(np.ascontiguousarray(user_embeddings[start:stop], dtype=np.float32)) @ items.T
+        mask_in_place(scores, excluded, np.arange(start, stop))
+        # the evaluator's rule (ties: lower item id first), also across the k-th place
+        values, chosen = topk_lowest_index_first(scores, k)
+        top_items[start:stop] = chosen.numpy()
+        top_scores[start:stop] = values.numpy()
     return top_items, top_scores
 
 

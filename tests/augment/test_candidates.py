@@ -21,6 +21,17 @@ def test_top_k_unseen_masks_seen_items_and_breaks_ties_by_id() -> None:
     assert scores.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]
 
 
+def test_top_k_unseen_keeps_the_lowest_ids_when_a_tie_straddles_the_cut() -> None:
+    """The evaluator's tie rule: among equal scores at the k-th place, the lowest item ids make the cut."""
+    users = np.ones((2, 1), dtype=np.float32)
+    items = np.ones((50, 1), dtype=np.float32)  # 49 items tie at score 1 ...
+    items[49] = 2.0  # ... behind one clear winner
+    seen = sp.csr_matrix(([1.0], ([1], [0])), shape=(2, 50))  # user 1 has seen item 0
+    top, scores = top_k_unseen(users, items, seen, k=3)
+    assert top.tolist() == [[49, 0, 1], [49, 1, 2]]
+    assert scores.tolist() == [[2.0, 1.0, 1.0], [2.0, 1.0, 1.0]]
+
+
 def test_generate_candidates_excludes_training_items_and_reruns_as_no_op(fresh_run: Path) -> None:
     first = generate_candidates(fresh_run, k=7, epochs=2)
     assert not first.skipped
