@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
+import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,19 +28,40 @@ from llmrec.errors import ArtifactError
 MANIFEST_NAME = "manifest.json"
 
 
+def create_unique(folder: Path, prefix: str, suffix: str, *, directory: bool = False) -> Path:
+    """Create a new, uniquely named empty file (or folder) in `folder` with the mode `open()` would give.
+
+    `tempfile.mkstemp` / `mkdtemp` create 0600 / 0700 entries, and renaming one
+    into place would make a run unreadable to a teammate on a shared server.
+    Creating with 0666 / 0777 lets the kernel apply the umask (and default
+    ACLs) exactly as for an ordinary `open(path, "w")` / `mkdir`, without
+    touching the process-wide umask. O_EXCL makes the name ours alone.
+    """
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            if directory:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{folder}: no free temporary name {prefix}*{suffix} after 100 tries")
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` on success.
 
     The temporary file lives in the same directory so the final `os.replace`
     is atomic on POSIX. On any exception the temporary file is removed and the
-    old `target` (if any) is left untouched.
+    old `target` (if any) is left untouched. The final file has the mode an
+    ordinary `open()` would give it (umask applied), not mkstemp's 0600.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp_name)
+    tmp_path = create_unique(target.parent, f".{target.name}.", ".tmp")
     try:
         yield tmp_path
         with open(tmp_path, "rb") as written:

@@ -13,7 +13,6 @@ import http.client
 import logging
 import os
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from llmrec.artifacts import sha256_file
+from llmrec.artifacts import create_unique, sha256_file
 from llmrec.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -125,7 +124,8 @@ def install_zip(
     """
     prefix = _verify_zip(zip_path, name, required, md5)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".unpack", dir=destination.parent))
+    # Not mkdtemp: its 0700 would become the cache folder's mode; this one gets the umask's.
+    staging = create_unique(destination.parent, f".{name}.", ".unpack", directory=True)
     try:
         _extract(zip_path, prefix, staging)
         for member, expected in (member_sha256 or {}).items():
@@ -154,9 +154,7 @@ def download_and_install(
 ) -> Path:
     """Download `url` next to `destination` and install it; the zip is removed afterwards."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip", dir=destination.parent)
-    os.close(fd)
-    zip_path = Path(tmp_name)
+    zip_path = create_unique(destination.parent, f".{name}.", ".zip")
     try:
         fetch(url, zip_path)
         return install_zip(zip_path, name, destination, required, md5, member_sha256)

@@ -63,3 +63,27 @@ def test_stage_is_current_tracks_params_inputs_and_outputs(tmp_path: Path) -> No
     entry = read_manifest(tmp_path)["stages"]["demo"]
     assert entry["outputs"]["out.json"] != sha256_file(out)
     assert entry["versions"]["python"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_artifacts_get_the_mode_open_would_give_them(tmp_path: Path, umask: int) -> None:
+    """A run written under umask 022 is readable by a teammate (mkstemp alone would make it 0600)."""
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.txt", "w") as handle:  # what an ordinary open() gives
+            handle.write("x")
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_parquet(tmp_path / "t.parquet", pd.DataFrame({"user": [0]}))
+        save_npy(tmp_path / "e.npy", np.zeros(2))
+        with atomic_path(tmp_path / "raw.bin") as tmp:
+            tmp.write_bytes(b"\0")
+        record_stage(tmp_path, "demo", {}, {}, ["a.json"])  # manifest.json goes through the same helper
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    for name in ("a.json", "t.parquet", "e.npy", "raw.bin", "manifest.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name

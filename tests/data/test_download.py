@@ -141,3 +141,23 @@ def test_offline_without_copy_lists_every_option(
         assert option in message
     assert "\n" not in message
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_installed_dataset_gets_the_umask_mode(tmp_path: Path, umask: int) -> None:
+    """The cache folder is a renamed staging folder: it must not keep mkdtemp's 0700."""
+    import os
+    import stat
+
+    zip_path = fixtures.zip_folder(fixtures.write_ml_100k(tmp_path / "src"), tmp_path / "ml-100k.zip", "ml-100k")
+    cache = tmp_path / "cache" / "ml-100k"
+    previous = os.umask(umask)
+    try:
+        download_and_install(zip_path.as_uri(), "ml-100k", cache, get_spec("ml-100k").required_files)
+    finally:
+        os.umask(previous)
+    files = sorted(cache.iterdir())
+    assert [p.name for p in files] == sorted(p.name for p in (tmp_path / "src").iterdir())
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o777 & ~umask
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
