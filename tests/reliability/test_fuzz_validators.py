@@ -9,8 +9,9 @@ and capped fields). The strategies aim close to the valid region (right keys,
 odd values, chatter, fences, unicode digits) because that is where a parser's
 edge cases live; `derandomize=True` makes every CI run try the same cases.
 
-Each test counts the cases it ran in `FUZZ_CASES` so docs/reliability.md can
-quote measured figures (printed by `test_report_fuzz_case_count`).
+Each fuzzer is run by a test that asserts its own case count and that both
+accepted and refused answers were reached; the counts also go to
+`tests.reliability.figures` (printed at the end of the session).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,9 +38,7 @@ from llmrec.augment.validate import (
     validate_edge_answer,
     validate_profile_answer,
 )
-
-FUZZ_CASES: Counter[str] = Counter()
-
+from tests.reliability.figures import FIGURES
 
 def fuzz(max_examples: int) -> settings:
     """Reproducible settings: the same cases on every run, no example database."""
@@ -203,62 +203,106 @@ _candidates = st.lists(st.integers(0, 60), min_size=1, max_size=12, unique=True)
 )
 
 
-@fuzz(900)
-@given(
-    answer=_mostly_near_valid(_wrapped(_answer_dict(("liked", "disliked")))),
-    candidates=_candidates,
-    history=st.sets(st.integers(0, 60), max_size=15) | st.sets(st.integers(61, 90), max_size=15),
-)
-def test_edge_validator(answer: object, candidates: list[int], history: set[int]) -> None:
-    FUZZ_CASES["edge"] += 1
+def _run_fuzzer(what: str, examples: int, check: Callable[..., bool], **strategies: st.SearchStrategy) -> Counter[str]:
+    """Run `check` on `examples` generated cases; returns how many ran and how many were accepted.
+
+    The hypothesis test is built here rather than collected, so the test that
+    calls this can assert its own case counts (a fuzzer that ran 0 cases, or
+    never reached an accepted answer, is a failure, not a quiet pass).
+    """
+    counts: Counter[str] = Counter()
+
+    @fuzz(examples)
+    @given(**strategies)
+    def case(**kwargs: Any) -> None:
+        counts["cases"] += 1
+        if check(**kwargs):
+            counts["accepted"] += 1
+
+    case()
+    FIGURES["validator fuzz cases"][what] += counts["cases"]
+    if counts["accepted"]:
+        FIGURES["validator fuzz accepted"][what] += counts["accepted"]
+    return counts
+
+
+def _check_edge(answer: object, candidates: list[int], history: set[int]) -> bool:
     choice = _validate_or_reason(validate_edge_answer, answer, candidates, history)
-    if choice is not None:
-        FUZZ_CASES["edge accepted"] += 1
-        assert isinstance(choice, EdgeChoice)
-        assert type(choice.liked) is int and type(choice.disliked) is int
-        assert choice.liked in candidates and choice.disliked in candidates
-        assert choice.liked not in history and choice.disliked not in history
-        assert choice.liked != choice.disliked
+    if choice is None:
+        return False
+    assert isinstance(choice, EdgeChoice)
+    assert type(choice.liked) is int and type(choice.disliked) is int
+    assert choice.liked in candidates and choice.disliked in candidates
+    assert choice.liked not in history and choice.disliked not in history
+    assert choice.liked != choice.disliked
+    return True
 
 
-@fuzz(900)
-@given(answer=_mostly_near_valid(_wrapped(_answer_dict(schemas.PROFILE_FIELDS))))
-def test_profile_validator(answer: object) -> None:
-    FUZZ_CASES["profile"] += 1
+def test_edge_validator() -> None:
+    counts = _run_fuzzer(
+        "edge", 900, _check_edge,
+        answer=_mostly_near_valid(_wrapped(_answer_dict(("liked", "disliked")))),
+        candidates=_candidates,
+        history=st.sets(st.integers(0, 60), max_size=15) | st.sets(st.integers(61, 90), max_size=15),
+    )  # fmt: skip
+    assert counts["cases"] == 900
+    assert 0 < counts["accepted"] < counts["cases"], counts  # both sides of the contract were reached
+
+
+def _check_profile_answer(answer: object) -> bool:
     profile = _validate_or_reason(validate_profile_answer, answer)
     if profile is not None:
-        FUZZ_CASES["profile accepted"] += 1
         _check_profile(profile)
+    return profile is not None
 
 
-@fuzz(700)
-@given(answer=_mostly_near_valid(_wrapped(_answer_dict(schemas.ATTRIBUTE_FIELDS))))
-def test_attribute_validator(answer: object) -> None:
-    FUZZ_CASES["attributes"] += 1
+def test_profile_validator() -> None:
+    counts = _run_fuzzer("profile", 900, _check_profile_answer,
+                         answer=_mostly_near_valid(_wrapped(_answer_dict(schemas.PROFILE_FIELDS))))  # fmt: skip
+    assert counts["cases"] == 900
+    assert 0 < counts["accepted"] < counts["cases"], counts
+
+
+def _check_attribute_answer(answer: object) -> bool:
     attributes = _validate_or_reason(validate_attribute_answer, answer)
     if attributes is not None:
-        FUZZ_CASES["attributes accepted"] += 1
         _check_attributes(attributes)
+    return attributes is not None
 
 
-@fuzz(500)
-@given(answer=_any_answer)
-def test_json_extraction(answer: object) -> None:
-    FUZZ_CASES["extract"] += 1
+def test_attribute_validator() -> None:
+    counts = _run_fuzzer("attributes", 700, _check_attribute_answer,
+                         answer=_mostly_near_valid(_wrapped(_answer_dict(schemas.ATTRIBUTE_FIELDS))))  # fmt: skip
+    assert counts["cases"] == 700
+    assert 0 < counts["accepted"] < counts["cases"], counts
+
+
+def _check_extraction(answer: object) -> bool:
     found = _validate_or_reason(extract_json_object, answer)
     if found is not None:
         assert isinstance(found, dict)
+    return found is not None
 
 
-@fuzz(300)
-@given(obj=st.dictionaries(st.text(max_size=8), _json_values, max_size=5), chatter=st.text(max_size=40))
-def test_json_extraction_finds_an_embedded_object(obj: dict[str, Any], chatter: str) -> None:
+def test_json_extraction() -> None:
+    counts = _run_fuzzer("extract", 500, _check_extraction, answer=_any_answer)
+    assert counts["cases"] == 500
+    assert 0 < counts["accepted"] < counts["cases"], counts
+
+
+def _check_roundtrip(obj: dict[str, Any], chatter: str) -> bool:
     """An object after chatter without braces is found and equals what was sent (NaN aside)."""
-    FUZZ_CASES["extract roundtrip"] += 1
     chatter = chatter.replace("{", "(").replace("`", "'")
     text = f"{chatter} {json.dumps(obj)}"
     found = extract_json_object(text)
     assert json.dumps(found, sort_keys=True) == json.dumps(obj, sort_keys=True) or _has_nan(obj)
+    return True
+
+
+def test_json_extraction_finds_an_embedded_object() -> None:
+    counts = _run_fuzzer("extract roundtrip", 300, _check_roundtrip,
+                         obj=st.dictionaries(st.text(max_size=8), _json_values, max_size=5), chatter=st.text(max_size=40))  # fmt: skip
+    assert counts["cases"] == counts["accepted"] == 300
 
 
 def _has_nan(value: Any) -> bool:
@@ -288,11 +332,3 @@ def test_unicode_digit_lookalikes_are_refused_cleanly(text: str) -> None:
 def test_edge_validator_accepts_unicode_decimal_digits() -> None:
     # Arabic-Indic and full-width digits are real decimal digits: int() reads them.
     assert validate_edge_answer('{"liked": "٢", "disliked": "３"}', [40, 41, 42], set()) == EdgeChoice(41, 42)
-
-
-def test_report_fuzz_case_count() -> None:
-    """Prints the measured case counts (run with -s); fails if the fuzzers did not run in this session."""
-    print(f"\nfuzz cases: {dict(FUZZ_CASES)} total {sum(v for k, v in FUZZ_CASES.items() if 'accepted' not in k)}")
-    if FUZZ_CASES:
-        assert FUZZ_CASES["edge accepted"] > 0 and FUZZ_CASES["profile accepted"] > 0
-        assert FUZZ_CASES["attributes accepted"] > 0
