@@ -12,7 +12,8 @@ Masked feature reconstruction (the paper's MAE) masks a fresh random fraction
 of user-profile / item-attribute rows on every training step (on a copy, never
 in place), and a trained decoder reconstructs the original rows from their
 propagated representation. All-zero rows (the LLM gave no valid answer) are
-never masked or reconstructed: there is nothing to recover.
+never masked or reconstructed, and stay zero after the projection (its bias
+would otherwise reach their neighbours as if it were a feature).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ class LLMRecModel(LightGCN):
         values = self.feature(name)
         if mask is not None:
             values = torch.where(mask.unsqueeze(1), getattr(self, f"feature_mean_{name}"), values)
-        projected = self.projections[name](values)
+        # Rows without an LLM answer stay zero after the projection: its bias is not a feature to spread.
+        projected = self.projections[name](values) * getattr(self, f"feature_present_{name}").unsqueeze(1)
         if name in USER_FEATURES:
             items = self.engine.users_to_items(projected)
             return self.engine.items_to_users(items), items

@@ -49,8 +49,29 @@ class BPRSampler:
         return users, positives, negatives
 
 
-def sample_augmented(triples: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` rows (user, liked, disliked) drawn uniformly with replacement from the triples."""
-    if count <= 0 or len(triples) == 0:
-        return triples[:0]
-    return triples[torch.randint(len(triples), (count,), generator=generator)]
+class AugmentedSampler:
+    """LLM-augmented (user, liked, disliked) triples for users of a BPR batch.
+
+    As in the original, `int(rate * batch)` rows of the batch are drawn without
+    replacement and each drawn user with a triple contributes one (a random one
+    when the user has several; users without one contribute nothing). So every
+    covered user gets about `rate` augmented samples per real sample, at any
+    coverage. Drawing `rate * batch` triples from all triples instead would give
+    each of a few covered users dozens of augmented samples per real one.
+    """
+
+    def __init__(self, triples: np.ndarray, n_users: int) -> None:
+        order = np.argsort(triples[:, 0], kind="stable")
+        self.triples = torch.from_numpy(np.ascontiguousarray(triples[order]))
+        self.count = torch.bincount(self.triples[:, 0], minlength=n_users)
+        self.offsets = torch.cumsum(self.count, 0) - self.count
+
+    def sample(self, batch_users: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+        """Rows (user, liked, disliked) for about `rate * len(batch_users)` users of the batch (CPU tensors)."""
+        drawn = int(rate * len(batch_users))
+        if drawn <= 0 or len(self.triples) == 0:
+            return self.triples[:0]
+        users = batch_users[torch.randperm(len(batch_users), generator=generator)[:drawn]]
+        users = users[self.count[users] > 0]
+        pick = (torch.rand(len(users), generator=generator) * self.count[users]).long()
+        return self.triples[self.offsets[users] + pick.clamp_max(self.count[users] - 1)]

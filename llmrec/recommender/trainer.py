@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from llmrec.errors import ConfigError
+from llmrec.progress import track
 from llmrec.recommender.checkpoints import (
     capture_rng_states,
     load_checkpoint,
@@ -37,7 +37,7 @@ from llmrec.recommender.graph import build_engine
 from llmrec.recommender.losses import bpr_per_sample, l2_penalty, prune_highest
 from llmrec.recommender.models import FeatureOptions, LightGCN, LLMRecModel, MatrixFactorization
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.sampling import BPRSampler, sample_augmented
+from llmrec.recommender.sampling import AugmentedSampler, BPRSampler
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +132,9 @@ class _EpochRunner:
         self.model, self.config, self.device = model, config, device
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items)
         uses_augmented = isinstance(model, LLMRecModel) and config.aug_sample_rate > 0
-        self.augmented = torch.from_numpy(data.augmented_triples) if uses_augmented else torch.zeros((0, 3), dtype=torch.long)
-        self.n_augmented = int(config.aug_sample_rate * config.batch_size) if len(self.augmented) else 0
+        self.augmented = AugmentedSampler(
+            data.augmented_triples if uses_augmented else np.zeros((0, 3), dtype=np.int64), data.n_users
+        )
         self.masks_features = isinstance(model, LLMRecModel) and len(model.decoders) > 0
         self.batches = math.ceil(len(data.train) / config.batch_size)
 
@@ -144,10 +145,14 @@ class _EpochRunner:
                 totals[key] += value / self.batches
         return totals
 
+    def draw(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch on the CPU: users, positives, negatives, and augmented triples for users of the batch."""
+        users, positives, negatives = self.sampler.sample(self.config.batch_size, generator)
+        return users, positives, negatives, self.augmented.sample(users, self.config.aug_sample_rate, generator)
+
     def _step(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, float]:
         config = self.config
-        users, positives, negatives = (t.to(self.device) for t in self.sampler.sample(config.batch_size, generator))
-        augmented = sample_augmented(self.augmented, self.n_augmented, generator).to(self.device)
+        users, positives, negatives, augmented = (t.to(self.device) for t in self.draw(generator))
         representations = self.model(generator if self.masks_features else None)
         user_vectors, item_vectors = representations.users, representations.items
         losses = bpr_per_sample(user_vectors[users], item_vectors[positives], item_vectors[negatives])
@@ -219,8 +224,7 @@ def fit(
         "training %s (seed %d) on %s, engine %s: lr %g, up to %d epochs, warm-up %d, patience %d",
         config.model, seed, device, engine_name, config.lr, config.max_epochs, config.min_epochs, config.patience,
     )
-    epochs = tqdm(range(progress.epoch, config.max_epochs), desc=f"{config.model} seed {seed}", unit="epoch",
-                  disable=None, leave=False)
+    epochs = track(range(progress.epoch, config.max_epochs), f"{config.model} seed {seed}", "epoch")
     epochs_this_call = 0
     for epoch in epochs:
         started = time.perf_counter()

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -63,6 +64,27 @@ def test_augmented_triples_change_the_loss(ml_small_run_with_features: Path) -> 
     assert no_file["bpr"] == pytest.approx(without["bpr"])
 
 
+def test_augmented_triples_follow_the_batch_users_at_partial_coverage(ml_small_run_with_features: Path) -> None:
+    """10 of 609 users covered: each still gets ~aug_sample_rate augmented samples per real one (0.1:1)."""
+    path = ml_small_run_with_features / "augmented_edges.parquet"
+    covered_rows = pd.read_parquet(path).head(10)
+    covered_rows.to_parquet(path, index=False)
+    covered = torch.from_numpy(covered_rows["user"].to_numpy())
+    data = load_run_data(ml_small_run_with_features)
+    model, _ = build_model(CONFIG, data, CPU)
+    runner = _EpochRunner(model, data, CONFIG, CPU)
+    generator = torch.Generator().manual_seed(0)
+    real_samples = augmented_samples = 0
+    for _ in range(50):
+        users, _, _, augmented = runner.draw(generator)
+        assert torch.isin(augmented[:, 0], users).all()  # only users of this batch
+        assert torch.isin(augmented[:, 0], covered).all()
+        real_samples += int(torch.isin(users, covered).sum())
+        augmented_samples += len(augmented)
+    assert real_samples > 1000  # ~67 per batch of 4096
+    assert 0.08 < augmented_samples / real_samples < 0.12, (augmented_samples, real_samples)
+
+
 def test_features_change_the_scores(ml_small_run_with_features: Path) -> None:
     data = load_run_data(ml_small_run_with_features)
     torch.manual_seed(0)
@@ -111,3 +133,24 @@ def test_rows_without_an_llm_answer_are_never_masked(ml_small_run_with_features:
     masked = torch.stack([model._masked_rows("user_profiles", generator) for _ in range(20)]).any(0)
     assert not masked[: len(profiles) // 2].any()
     assert masked[len(profiles) // 2 :].all()
+
+
+def test_rows_without_an_llm_answer_contribute_nothing(ml_small_run_with_features: Path) -> None:
+    """A missing profile is not a feature: the projection's bias must not reach any neighbour through it."""
+    path = ml_small_run_with_features / "embeddings" / "user_profiles.npy"
+    profiles = np.load(path)
+    half = len(profiles) // 2
+    profiles[:half] = 0.0
+    np.save(path, profiles)
+    data = load_run_data(ml_small_run_with_features)
+    train = data.train
+    raters_present = np.bincount(train[:, 1], weights=train[:, 0] >= half, minlength=data.n_items)
+    rated = np.bincount(train[:, 1], minlength=data.n_items) > 0
+    only_absent_raters = torch.from_numpy(rated & (raters_present == 0))
+    assert only_absent_raters.sum() > 50  # items whose every rater lacks a profile
+    model, _ = build_model(dataclasses.replace(CONFIG, mask_rate=0.0), data, CPU)
+    with torch.no_grad():
+        user_side, item_side = model._feature_branch("user_profiles", None)
+    assert torch.count_nonzero(item_side[only_absent_raters]) == 0
+    assert (item_side[~only_absent_raters & torch.from_numpy(rated)].abs().sum(1) > 0).all()
+    assert (user_side[half:].abs().sum(1) > 0).all()
