@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import scipy.sparse as sp
 
+from llmrec.errors import ArtifactError
 from llmrec.evaluation import Evaluator, interactions_to_csr
 from llmrec.recommender.data import RunData
 
@@ -38,6 +39,15 @@ def split_matrix(data: RunData, split: str) -> sp.csr_matrix:
     return interactions_to_csr(frame, data.n_users, data.n_items, name=f"{split}.parquet")
 
 
+def _require_users(evaluator: Evaluator, data: RunData, split: str) -> None:
+    """Refuse a selection split without users: every score would be NaN and the untrained model "best"."""
+    if len(evaluator.users) == 0:
+        raise ArtifactError(
+            f"{data.run_dir / f'{split}.parquet'}: no user has an interaction in it, so there is nothing to select "
+            "the model on; prepare the run with a non-empty validation split"
+        )
+
+
 def build_evaluators(
     data: RunData, protocol: str, device: str, batch_size: int, with_test: bool = True
 ) -> ProtocolEvaluators:
@@ -45,8 +55,10 @@ def build_evaluators(
     train = split_matrix(data, "train")
     if protocol == "paper":
         test = Evaluator(split_matrix(data, "test"), train, protocol="paper", batch_size=batch_size, device=device)
+        _require_users(test, data, "test")
         return ProtocolEvaluators(test, "test", test)
     selection = Evaluator(split_matrix(data, "val"), train, batch_size=batch_size, device=device)
+    _require_users(selection, data, "val")
     test_evaluator = None
     if with_test:
         seen = train + split_matrix(data, "val")

@@ -237,6 +237,10 @@ def fit(
         if progress.epoch % config.eval_every == 0:
             metrics = evaluate_selection(model)
             record[SELECTION_METRIC] = float(metrics[SELECTION_METRIC])
+            if not math.isfinite(record[SELECTION_METRIC]):
+                # NaN > best is never true: training would "select" the untrained weights
+                raise ConfigError(f"selection {SELECTION_METRIC} is NaN at epoch {progress.epoch}: the selection "
+                                  "split has no user with ground truth; nothing to select the model on")
             if metrics[SELECTION_METRIC] > progress.best_value:
                 progress.best_value = float(metrics[SELECTION_METRIC])
                 progress.best_epoch, progress.best_metrics = progress.epoch, metrics

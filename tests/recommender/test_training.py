@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
+from llmrec.errors import LLMRecError
 from llmrec.recommender.checkpoints import load_checkpoint
+from llmrec.recommender.data import load_run_data
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.runner import train_and_evaluate
-from llmrec.recommender.trainer import TrainingInterrupted
+from llmrec.recommender.trainer import TrainingInterrupted, fit
 
 # Measured on ml-latest-small: LightGCN at lr 1e-2 passes popularity's validation
 # Recall@20 (0.141) within ~3 epochs and reaches ~0.20 by epoch 10.
@@ -122,3 +124,20 @@ def test_paper_protocol_is_labelled_and_selects_on_test(ml_small_run: Path) -> N
     assert doc["selection_split"] == "test"
     assert doc["runs"][0]["test"]["protocol"] == "paper"
     assert "not a held-out estimate" in (ml_small_run / "model" / "mf" / "summary.md").read_text()
+
+
+def test_empty_selection_split_is_refused(ml_small_run: Path) -> None:
+    """No validation users: every selection score is NaN, and the untrained model must not come back as "best"."""
+    val_path = ml_small_run / "val.parquet"
+    val = pd.read_parquet(val_path)
+    assert len(val) > 0
+    val.iloc[:0].to_parquet(val_path, index=False)
+    with pytest.raises(LLMRecError, match="val.parquet.*no user"):
+        train_and_evaluate(ml_small_run, dataclasses.replace(FAST_LIGHTGCN, max_epochs=1))
+    assert not (ml_small_run / "model" / "lightgcn" / "metrics.json").exists()
+
+
+def test_nan_selection_score_stops_training(ml_small_run: Path) -> None:
+    data = load_run_data(ml_small_run)
+    with pytest.raises(LLMRecError, match="NaN"):
+        fit(data, dataclasses.replace(FAST_LIGHTGCN, max_epochs=2), 0, lambda model: {"recall@20": float("nan")})
