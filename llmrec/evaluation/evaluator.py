@@ -94,6 +94,13 @@ class Evaluator:
 
     def evaluate(self, scorer: Scorer) -> dict[str, float | int | str]:
         """Average each metric@k over the users with ground truth."""
+        return self.evaluate_per_user(scorer)[0]
+
+    def evaluate_per_user(self, scorer: Scorer) -> tuple[dict[str, float | int | str], dict[str, np.ndarray]]:
+        """The averages of `evaluate`, and each metric per evaluated user (in `self.users` order).
+
+        Per-user values let two models be compared by a paired test on the same users.
+        """
         max_k = self.ks[-1]
         per_user: dict[str, list[np.ndarray]] = {name: [] for name in self._metric_names()}
         for users in self._batches(self.users, "evaluating"):
@@ -103,14 +110,14 @@ class Evaluator:
             n_relevant = self._n_relevant[user_ids]
             for name, value in self._metrics(hits, n_relevant).items():
                 per_user[name].append(value)
+        values = {name: np.concatenate(chunks) if chunks else np.zeros(0) for name, chunks in per_user.items()}
         # NaN, not 0, when no user has ground truth: there is nothing to average.
         result: dict[str, float | int | str] = {
-            name: float(np.mean(np.concatenate(chunks))) if chunks else float("nan")
-            for name, chunks in per_user.items()
+            name: float(np.mean(array)) if len(array) else float("nan") for name, array in values.items()
         }
         result["n_users_evaluated"] = len(self.users)
         result["protocol"] = self.protocol
-        return result
+        return result, values
 
     def topk(
         self, scorer: Scorer, k: int, users: torch.Tensor | None = None

@@ -208,3 +208,15 @@ def test_popularity_on_movielens_small_is_plausible(data_mirror) -> None:
     result = Evaluator(test, train, ks=(20,)).evaluate(popularity_scorer(train))
     assert result["n_users_evaluated"] > 600
     assert 0.02 < result["recall@20"] < 0.5
+
+
+def test_per_user_values_by_hand_and_their_mean_is_the_average() -> None:
+    # 3 users x 5 items, user 1 has no ground truth (skipped). User 0: relevant {0, 4}, top-2 = {0, 1} -> recall@2 0.5;
+    # user 2: relevant {2}, top-2 = {2, 3} -> 1.0.
+    scores = torch.tensor([[5.0, 4, 3, 2, 1], [5.0, 4, 3, 2, 1], [0.0, 1, 5, 4, 2]])
+    evaluator = Evaluator(csr([[0, 4], [], [2]], 5), None, ks=(2,))
+    averages, per_user = evaluator.evaluate_per_user(table_scorer(scores))
+    assert evaluator.users.tolist() == [0, 2]
+    assert per_user["recall@2"].tolist() == [0.5, 1.0]
+    assert averages["recall@2"] == pytest.approx(0.75)
+    assert averages == evaluator.evaluate(table_scorer(scores))
