@@ -16,8 +16,10 @@ must end in exactly one of two ways:
   is indistinguishable from a valid file (a cut exactly at a line end).
 
 Anything else - a traceback, an exception other than SystemExit, a half-written
-run - fails the test. Case counts per outcome go into `CASES` for
-docs/reliability.md.
+run - fails the test. An accepted file must also still say what the original
+said wherever its bytes did not change (checked against the test's own parse
+of the original, see `_check_same_content`). Case counts per outcome go into
+`tests.reliability.figures` for docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ import pandas as pd
 import pytest
 
 from tests.data import fixtures
+from tests.reliability.figures import FIGURES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CASES: Counter[str] = Counter()
+CASES = FIGURES["damaged dataset files"]
+OUTCOMES = ("clear error, nothing written", "accepted, counted cleaning", "accepted as valid")
 RANDOM_CASES_PER_FILE = 10
 
 LOADERS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
@@ -152,6 +156,98 @@ def npy_mutations(good: np.ndarray) -> Iterator[tuple[str, bytes]]:
     yield "not npy at all", b"PK\x03\x04 this is a zip, not an array"
 
 
+# --- what an accepted file must still say ----------------------------------------------------
+
+# Interaction files of the line formats: (file, field separator, header lines).
+INTERACTION_FORMAT = {"ratings.csv": (b",", 1), "u.data": (b"\t", 0), "ratings.dat": (b"::", 0)}
+LLMREC_SPLITS = ("train.json", "val.json", "test.json")
+MIN_RATING = 4.0  # prepare's default positive threshold
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Lines without the byte-level differences a loader must ignore (BOM, CRLF, a final newline)."""
+    data = data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
+    return [line for line in data.split(b"\n") if line]
+
+
+def _int(text: bytes | str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _record(line: bytes, sep: bytes) -> tuple[int, int, float, int] | None:
+    """(user, item, rating, timestamp) of a well-formed interaction line, else None."""
+    fields = line.split(sep)
+    if len(fields) != 4:
+        return None
+    user, item, timestamp = _int(fields[0]), _int(fields[1]), _int(fields[3])
+    try:
+        rating = float(fields[2])
+    except ValueError:
+        return None
+    if None in (user, item, timestamp) or not np.isfinite(rating):
+        return None
+    return user, item, rating, timestamp
+
+
+def _run_interactions(run: Path) -> dict[str, set[tuple]]:
+    """Per split, the run's interactions in the dataset's own ids: {(user, item, rating, timestamp)}."""
+    users = pd.read_parquet(run / "users.parquet").set_index("user")["original_id"].map(_int)
+    items = pd.read_parquet(run / "items.parquet").set_index("item")["original_id"].map(_int)
+    out = {}
+    for split in ("train", "val", "test"):
+        frame = pd.read_parquet(run / f"{split}.parquet")
+        out[split] = {
+            (users[row.user], items[row.item], float(row.rating), int(row.timestamp)) if "timestamp" in frame
+            else (users[row.user], items[row.item]) for row in frame.itertuples()
+        }  # fmt: skip
+    return out
+
+
+def _check_same_content(loader: str, file: str, damaged: bytes, run: Path, pristine: Path) -> str | None:
+    """An accepted damaged file still says what the original said wherever its bytes did not change.
+
+    Interactions are checked against the test's own parse of the original
+    file, not against the loader: every positive of an unchanged line is in
+    the run with the same ids, rating and timestamp, and every interaction in
+    the run comes from an unchanged line or from a changed line that names
+    that user and item. Damage to any other file must leave the interactions
+    exactly as the original files say. Returns what differs, or None.
+    """
+    got = _run_interactions(run)
+    if loader == "llmrec-format":
+        for split_file in LLMREC_SPLITS:
+            data = damaged if split_file == file else (pristine / split_file).read_bytes()
+            try:
+                parsed = json.loads(data.decode("utf-8-sig"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return f"{split_file} was accepted but is not JSON the test can read"
+            expected = {(int(user), int(item)) for user, items in parsed.items() for item in items}
+            split = split_file.removesuffix(".json")
+            if {pair[:2] for pair in got[split]} != expected:
+                return f"{split} interactions differ from {split_file}: run {sorted(got[split])[:6]}, file {sorted(expected)[:6]}"
+        return None
+    interaction_file = next(name for name in LOADERS[loader][1] if name in INTERACTION_FORMAT)
+    sep, header = INTERACTION_FORMAT[interaction_file]
+    before = _lines((pristine / interaction_file).read_bytes())[header:]
+    after = _lines(damaged if file == interaction_file else (pristine / interaction_file).read_bytes())
+    unchanged = Counter(before) & Counter(after)
+    changed = [_record(line, sep) for line in (Counter(after) - unchanged).elements()]
+    touched = {(r[0], r[1]) for r in changed if r is not None}  # pairs a changed line may have altered
+    kept = {r for r in (_record(line, sep) for line in unchanged.elements()) if r is not None}
+    expected = {r for r in kept if r[2] >= MIN_RATING and (r[0], r[1]) not in touched}
+    found = set().union(*got.values())
+    missing = expected - found
+    if missing:
+        return f"interactions of unchanged lines missing or altered: {sorted(missing)[:5]}"
+    foreign = {r for r in found - expected if (r[0], r[1]) not in touched}
+    if foreign:
+        return f"interactions that no line of the file says: {sorted(foreign)[:5]}"
+    return None
+
+
 # --- running one case ----------------------------------------------------------------------
 
 
@@ -233,6 +329,9 @@ def _check_case(
     if code != 0:
         return f"{where}: exit {code}: {err[-400:]}"
     stats = _check_complete_run(fresh)
+    differs = _check_same_content(loader, file, data, fresh, tmp / "pristine")
+    if differs:
+        return f"{where}: accepted, but {differs}"
     if label == "duplicate rows" and file in INTERACTION_FILES:
         if not stats.get("duplicates_dropped"):
             return f"{where}: duplicate interactions were not counted ({stats})"
@@ -290,12 +389,14 @@ def test_damaged_file_gives_a_clear_error_or_a_counted_cleaning(
         seed = int(hashlib.sha256(f"{loader}/{file}".encode()).hexdigest()[:8], 16)
         cases = list(fixed_mutations(file, original)) + list(random_mutations(original, random.Random(seed)))
     problems = []
+    decided = sum(CASES[outcome] for outcome in OUTCOMES)
     for label, data in cases:
         CASES["cases"] += 1
         problem = _check_case(loader, file, label, data, tmp_path, good_runs[loader], capsys, monkeypatch)
         if problem:
             problems.append(problem)
     assert not problems, "\n".join(problems[:10]) + f"\n({len(problems)} of {len(cases)} cases failed)"
+    assert len(cases) >= 10 and sum(CASES[outcome] for outcome in OUTCOMES) - decided == len(cases)
 
 
 @pytest.mark.parametrize(
@@ -324,8 +425,3 @@ def test_real_process_exits_2_with_one_line(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0] and file in errors[0], result.stderr
     assert not run.exists()
-
-
-def test_report_dataset_case_counts() -> None:
-    """Prints the measured counts (run with -s) for docs/reliability.md."""
-    print(f"\ndataset fuzz: {dict(CASES)}")
