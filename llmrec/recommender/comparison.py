@@ -2,9 +2,17 @@
 
 Each entry trains through `train_and_evaluate` (so it has its own
 `model/<name>/` outputs) and the table lists the test mean ± std of each, with
-the protocol stated above it. Ablation variants follow the original README:
-w/o-u-i drops augmented edges, w/o-u user profiles, w/o-u&i profiles and item
-attributes, w/o-prune the noise pruning.
+the protocol and the options every model shares stated above it. Baselines
+take the compared model's size, regularisation, budget and evaluation options
+(`SHARED_OPTIONS`), so a difference in the table is the model's, not a
+difference in layers or epochs; only the learning rate is each model's own
+default. Ablation variants follow the original README: w/o-u-i drops augmented
+edges, w/o-u user profiles, w/o-u&i profiles and item attributes, w/o-prune the
+noise pruning. "text-only" is LLMRec with every LLM output dropped (no
+augmented edges, profiles or attributes): LightGCN plus the item text (and
+image) embeddings, the control that says whether the LLM adds anything beyond
+the titles. A paired Wilcoxon signed-rank test on per-user test Recall@20
+(seeds pooled) compares the model with chosen baselines.
 """
 
 from __future__ import annotations
@@ -14,16 +22,25 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from llmrec.artifacts import write_json, write_text
+from llmrec.errors import ConfigError
 from llmrec.recommender.data import RunData, load_run_data
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.protocol import PROTOCOL_LABELS
+from llmrec.recommender.protocol import protocol_label
 from llmrec.recommender.reporting import metrics_table
-from llmrec.recommender.runner import train_and_evaluate
+from llmrec.recommender.runner import PAIRED_METRIC, train_and_evaluate
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("popularity", "mf", "lightgcn")
+BASELINES = ("popularity", "mf", "lightgcn", "text-only")
+# options every model of a comparison shares (the learning rate stays each model's own default)
+SHARED_OPTIONS = (
+    "seed", "seeds", "device", "engine", "protocol", "batch_size", "eval_batch_size", "max_epochs", "min_epochs",
+    "patience", "trend_tolerance", "eval_every", "embedding_dim", "n_layers", "l2_reg", "max_grad_norm",
+)  # fmt: skip
+TEXT_ONLY: dict[str, float] = {"aug_sample_rate": 0.0, "user_profile_weight": 0.0, "item_attribute_weight": 0.0}
 ABLATIONS: dict[str, dict[str, float]] = {
     "full": {},
     "w/o-u-i": {"aug_sample_rate": 0.0},
@@ -33,47 +50,134 @@ ABLATIONS: dict[str, dict[str, float]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """What `llmrec run` and `train --baselines` compare the model with (TOML table `[compare]`)."""
+
+    baselines: tuple[str, ...] = ("popularity", "mf", "lightgcn")
+    ablations: bool = False  # also train the LLMRec ablation variants into the same table
+    paired_with: tuple[str, ...] = ("lightgcn", "text-only")  # paired tests of the model vs these (when trained)
+
+    def __post_init__(self) -> None:
+        for option in ("baselines", "paired_with"):
+            unknown = sorted(set(getattr(self, option)) - set(BASELINES))
+            if unknown:
+                raise ConfigError(f"[compare] option '{option}': unknown model(s) {unknown}; expected {BASELINES}")
+
+
+def baseline_config(config: TrainConfig, baseline: str) -> TrainConfig:
+    """The config of `baseline` when compared with `config`: the shared options, its own learning rate."""
+    if baseline == "text-only":
+        return dataclasses.replace(config, model="llmrec", **TEXT_ONLY)
+    return TrainConfig(model=baseline, **{key: getattr(config, key) for key in SHARED_OPTIONS})
+
+
+def _slug(label: str) -> str:
+    return label.replace("/", "").replace("&", "_and_").replace("-", "_")
+
+
 def _entry(label: str, doc: dict[str, Any]) -> dict[str, Any]:
     return {"label": label, "name": doc["name"], "model": doc["model"], "test_mean": doc["test_mean"],
             "test_std": doc["test_std"], "selection_mean": doc["selection_mean"],
-            "best_epochs": [run["best_epoch"] for run in doc["runs"]], "seeds": len(doc["runs"])}
+            "best_epochs": [run["best_epoch"] for run in doc["runs"]], "seeds": len(doc["runs"]),
+            "lr": doc["config"]["lr"]}
 
 
-def _write_table(run_dir: Path, stem: str, title: str, protocol: str, entries: list[dict[str, Any]],
-                 notes: list[str]) -> None:
+def shared_options_note(config: TrainConfig, entries: list[dict[str, Any]]) -> str:
+    """One line naming the options every model shared, and each model's own learning rate."""
+    resolved = config.resolve()
+    values = ", ".join(f"{key} {getattr(resolved, key)}" for key in SHARED_OPTIONS
+                       if key not in ("seed", "device", "protocol", "eval_batch_size"))
+    lrs = ", ".join(f"{entry['label']} {entry['lr']:g}" for entry in entries if entry["model"] != "popularity")
+    return f"Shared by every model: {values}; learning rates: {lrs}."
+
+
+def paired_test(model: dict[str, Any], other: dict[str, Any], metric: str = PAIRED_METRIC) -> dict[str, Any]:
+    """Wilcoxon signed-rank test of per-user test `metric`, model vs other, (seed, user) pairs pooled over seeds."""
+    from scipy.stats import wilcoxon
+
+    others = {run["seed"]: run for run in other["runs"]}
+    first, second = [], []
+    for run in model["runs"]:
+        twin = others.get(run["seed"])
+        if twin is None or "test_per_user" not in run or "test_per_user" not in twin:
+            continue
+        if run["test_per_user"]["users"] != twin["test_per_user"]["users"]:
+            raise ConfigError(f"paired test {model['name']} vs {other['name']}: seed {run['seed']} was evaluated on "
+                              "different users; retrain both on the same split")
+        first.extend(run["test_per_user"][metric])
+        second.extend(twin["test_per_user"][metric])
+    a, b = np.asarray(first), np.asarray(second)
+    result: dict[str, Any] = {"model": model["name"], "other": other["name"], "metric": metric, "pairs": len(a),
+                              "test": "Wilcoxon signed-rank, two-sided, (seed, user) pairs pooled over seeds"}
+    if len(a) == 0:
+        return {**result, "mean_difference": None, "p_value": None}
+    result["mean_difference"] = float(np.mean(a - b))
+    result["better"], result["worse"] = int(np.sum(a > b)), int(np.sum(a < b))
+    # zero differences (most users when two models agree) are dropped, as Wilcoxon's original test does
+    result["p_value"] = 1.0 if not np.any(a != b) else float(wilcoxon(a, b, zero_method="wilcox").pvalue)
+    return result
+
+
+def _paired_note(test: dict[str, Any]) -> str:
+    if test["p_value"] is None:
+        return f"Paired test {test['model']} vs {test['other']}: no per-user results to pair."
+    verdict = ("no significant difference" if test["p_value"] >= 0.05
+               else "better" if test["mean_difference"] > 0 else "worse")
+    return (f"Paired test, {test['model']} vs {test['other']} ({test['test']}; per-user test {test['metric']}, "
+            f"{test['pairs']} pairs): mean difference {test['mean_difference']:+.4f}, {test['better']} better / "
+            f"{test['worse']} worse, p = {test['p_value']:.3g}: {verdict} at 0.05.")
+
+
+def _write_table(run_dir: Path, stem: str, title: str, config: TrainConfig, entries: list[dict[str, Any]],
+                 notes: list[str], paired: list[dict[str, Any]] | None = None) -> None:
     rows = [(entry["label"], entry["test_mean"], entry["test_std"] if entry["seeds"] > 1 else None)
             for entry in entries]
     seeds = entries[0]["seeds"]
+    label = protocol_label(config.protocol, config.model_variant)
     text = "\n".join([
-        f"# {title}", "", f"Protocol: {PROTOCOL_LABELS[protocol]}",
+        f"# {title}", "", f"Protocol: {label}",
         f"Test metrics, mean ± std over {seeds} seed(s); each row's outputs are in model/<name>/.", "",
         metrics_table(rows), "", *notes, "",
     ])
     write_text(run_dir / "model" / f"{stem}.md", text)
-    write_json(run_dir / "model" / f"{stem}.json", {"protocol": protocol, "protocol_label": PROTOCOL_LABELS[protocol],
-                                                    "entries": entries, "notes": notes})
+    write_json(run_dir / "model" / f"{stem}.json", {
+        "protocol": config.protocol, "protocol_label": label, "model_variant": config.model_variant,
+        "entries": entries, "notes": notes, "paired_tests": paired or [],
+    })
 
 
-def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str | None = None) -> list[dict[str, Any]]:
-    """Train `config.model` and popularity, MF-BPR and LightGCN; write model/comparison.md/json.
-
-    Baselines share the seeds, device, engine, protocol and (when given) the
-    epoch budget of `config`; their learning rate is their own per-model default.
-    """
+def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str | None = None,
+                           compare: CompareConfig | None = None) -> list[dict[str, Any]]:
+    """Train `config.model`, its baselines (and ablations when asked); write model/comparison.md/json."""
     run_dir = Path(run_dir)
+    compare = compare or CompareConfig()
     data = load_run_data(run_dir)
+    name = name or config.model
+    docs: dict[str, dict[str, Any]] = {}
     entries = []
-    shared = {key: getattr(config, key) for key in
-              ("seed", "seeds", "device", "engine", "protocol", "batch_size", "max_epochs", "min_epochs", "patience")}
-    for baseline in BASELINES:
+    for baseline in compare.baselines:
         if baseline != config.model:
-            doc = train_and_evaluate(run_dir, TrainConfig(model=baseline, **shared), baseline, data)
-            entries.append(_entry(baseline, doc))
-    doc = train_and_evaluate(run_dir, config, name or config.model, data)
-    entries.append(_entry(name or config.model, doc))
-    _write_table(run_dir, "comparison", "Model comparison", config.protocol, entries,
-                 [f"Baselines use their per-model default learning rates; `{config.model}` uses the given options."])
+            docs[baseline] = train_and_evaluate(run_dir, baseline_config(config, baseline), _slug(baseline), data)
+            entries.append(_entry(baseline, docs[baseline]))
+    model_doc = train_and_evaluate(run_dir, config, name, data)
+    entries.append(_entry(name, model_doc))
+    if compare.ablations:
+        for label, overrides in list(ABLATIONS.items())[1:]:
+            variant = dataclasses.replace(config, model="llmrec", **overrides)
+            docs[label] = train_and_evaluate(run_dir, variant, f"ablation_{_slug(label)}", data)
+            entries.append(_entry(f"{name} {label}", docs[label]))
+    paired = [paired_test(model_doc, docs[other]) for other in compare.paired_with if other in docs]
+    notes = [shared_options_note(config, entries), *_text_only_notes(data, compare),
+             *(_paired_note(test) for test in paired)]
+    _write_table(run_dir, "comparison", "Model comparison", config, entries, notes, paired)
     return entries
+
+
+def _text_only_notes(data: RunData, compare: CompareConfig) -> list[str]:
+    if "text-only" in compare.baselines and "item_text" not in data.features:
+        return ["Note: the run has no `item_text` embeddings; text-only is LightGCN plus whatever modality remains."]
+    return []
 
 
 def _ablation_notes(data: RunData) -> list[str]:
@@ -93,8 +197,11 @@ def ablate(run_dir: Path | str, config: TrainConfig) -> list[dict[str, Any]]:
     entries = []
     for label, overrides in ABLATIONS.items():
         variant = dataclasses.replace(config, model="llmrec", **overrides)
-        slug = label.replace("/", "").replace("&", "_and_").replace("-", "_")
-        doc = train_and_evaluate(run_dir, variant, f"ablation_{slug}", data)
+        doc = train_and_evaluate(run_dir, variant, f"ablation_{_slug(label)}", data)
         entries.append(_entry(label, doc))
-    _write_table(run_dir, "ablation", "LLMRec ablation", config.protocol, entries, _ablation_notes(data))
+    _write_table(run_dir, "ablation", "LLMRec ablation", config, entries, _ablation_notes(data))
     return entries
+
+
+__all__ = ["ABLATIONS", "BASELINES", "CompareConfig", "ablate", "baseline_config",
+           "compare_with_baselines", "paired_test"]

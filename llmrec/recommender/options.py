@@ -24,6 +24,10 @@ from llmrec.errors import ConfigError
 
 MODELS = ("llmrec", "lightgcn", "mf", "popularity")
 PROTOCOLS = ("standard", "paper")
+MODEL_VARIANTS = ("project", "original")
+# prune_rate per model variant: this project drops the highest-loss 20% of the augmented samples; the original
+# keeps only the hardest (1 - 0.71) = 29% of all samples of the batch (reference notes §3.4)
+PRUNE_RATE_DEFAULTS = {"project": 0.2, "original": 0.71}
 
 # model -> defaults for the options left None; measured on ml-latest-small.
 MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
@@ -44,20 +48,23 @@ class TrainConfig:
     lr: float | None = None
     max_epochs: int | None = None
     min_epochs: int | None = None  # warm-up: no early stopping before this epoch
-    patience: int = 20  # epochs without a better validation Recall@20 (after the warm-up)
+    patience: int = 20  # evaluations without a better validation Recall@20 (after the warm-up) ...
+    trend_tolerance: float = 0.01  # ... and a trend over them projecting less than this relative gain
     eval_every: int = 1
     batch_size: int = 2048
     l2_reg: float = 1e-4
     max_grad_norm: float = 1.0  # 0 disables clipping
     # LLMRec: augmented edges, pruning, side features, masked reconstruction
     aug_sample_rate: float = 0.1
-    prune_rate: float = 0.2
+    prune_rate: float | None = None  # per model_variant (PRUNE_RATE_DEFAULTS)
     modality_weight: float = 0.02
     item_attribute_weight: float = 0.005
     user_profile_weight: float = 0.2
     mask_rate: float = 0.1
     reconstruction_weight: float = 0.1
     sce_alpha: float = 2.0
+    # "original": the original code's normalisation, softmax, optimiser, pruning and attribute BPR (models.py)
+    model_variant: str = "project"
     # run
     seed: int = 0
     seeds: int = 1
@@ -76,8 +83,14 @@ class TrainConfig:
         for name in ("embedding_dim", "batch_size", "eval_every", "seeds", "checkpoint_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[train] option '{name}' must be >= 1, got {getattr(self, name)}")
+        if self.model_variant not in MODEL_VARIANTS:
+            raise ConfigError(
+                f"[train] option 'model_variant' = {self.model_variant!r}: expected one of {MODEL_VARIANTS}"
+            )
+        if self.trend_tolerance < 0:
+            raise ConfigError(f"[train] option 'trend_tolerance' must be >= 0, got {self.trend_tolerance}")
         for name in ("prune_rate", "mask_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"[train] option '{name}' must lie in [0, 1), got {getattr(self, name)}")
 
     @property
@@ -88,6 +101,8 @@ class TrainConfig:
         """This config with the model-dependent defaults filled in."""
         defaults = MODEL_DEFAULTS[self.model]
         filled = {key: defaults[key] for key in ("lr", "max_epochs", "min_epochs") if getattr(self, key) is None}
+        if self.prune_rate is None:
+            filled["prune_rate"] = PRUNE_RATE_DEFAULTS[self.model_variant]
         resolved = dataclasses.replace(self, **filled)
         # a short run (--epochs below the warm-up) still selects its best epoch
         return dataclasses.replace(resolved, min_epochs=min(resolved.min_epochs, resolved.max_epochs))

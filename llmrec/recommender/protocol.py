@@ -4,7 +4,9 @@
   the selected weights (train + val items masked); standard NDCG.
 - `paper`: what the original LLMRec code does, for comparing with the
   published table only: select on the TEST set (train items masked only) and
-  report the LATTICE/NGCF NDCG variant. It is not a held-out estimate.
+  report the LATTICE/NGCF NDCG variant. It is not a held-out estimate. It
+  changes the evaluation only; `model_variant = "original"` (options.py)
+  changes the model, and every label names both.
 """
 
 from __future__ import annotations
@@ -21,10 +23,22 @@ from llmrec.recommender.data import RunData
 PROTOCOL_LABELS = {
     "standard": "standard: selected on validation Recall@20; test read once; train+val items masked; standard NDCG",
     "paper": (
-        "paper (original LLMRec code): selected on TEST Recall@20, only train items masked, "
-        "LATTICE NDCG variant; for comparison with the published table only, not a held-out estimate"
+        "paper: the original LLMRec code's evaluation (selected on TEST Recall@20, only train items masked, "
+        "LATTICE NDCG variant); for comparison with the published table only, not a held-out estimate"
     ),
 }
+MODEL_LABELS = {
+    "project": "this project's model",
+    "original": (
+        "the original LLMRec model (row-only normalisation, last-layer softmax, AdamW wd 0.01, "
+        "hardest-29% pruning over all samples, attribute-level BPR 0.012)"
+    ),
+}
+
+
+def protocol_label(protocol: str, model_variant: str = "project") -> str:
+    """Which evaluation and which model produced a number: the "paper" protocol alone changes only evaluation."""
+    return f"{PROTOCOL_LABELS[protocol]}; model: {MODEL_LABELS[model_variant]}"
 
 
 @dataclass

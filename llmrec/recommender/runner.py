@@ -20,19 +20,20 @@ import torch
 
 from llmrec.artifacts import atomic_path, read_json, record_stage, stage_is_current, write_json, write_text
 from llmrec.errors import ArtifactError, ConfigError
-from llmrec.evaluation import popularity_scorer
+from llmrec.evaluation import Evaluator, popularity_scorer
 from llmrec.paths import inside_run
 from llmrec.recommender.checkpoints import load_checkpoint, save_checkpoint
 from llmrec.recommender.data import RunData, load_run_data
 from llmrec.recommender.models import MatrixFactorization
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.protocol import PROTOCOL_LABELS, build_evaluators, split_matrix
+from llmrec.recommender.protocol import build_evaluators, protocol_label, split_matrix
 from llmrec.recommender.reporting import mean_and_std, summary_markdown, write_training_curve
 from llmrec.recommender.trainer import SELECTION_METRIC, build_model, fit, make_scorer, resolve_device
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+PAIRED_METRIC = "recall@20"
 OUTPUT_FILES = ("metrics.json", "summary.md", "training_curve.png", "checkpoint.pt")
 
 
@@ -59,21 +60,27 @@ def _checkpoint_payload(config: TrainConfig, data: RunData, model: MatrixFactori
     }
 
 
+def _per_user_record(evaluator: Evaluator, per_user: dict[str, Any]) -> dict[str, list]:
+    """Test Recall@20 per evaluated user, kept for paired tests between models (`comparison.paired_test`)."""
+    return {"users": evaluator.users.tolist(), PAIRED_METRIC: per_user[PAIRED_METRIC].tolist()}
+
+
 def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> dict[str, Any]:
     evaluators = build_evaluators(data, config.protocol, device, config.eval_batch_size)
     seed_dir = out_dir / f"seed_{seed}"
+    assert evaluators.test is not None
     if config.model == "popularity":
         scorer = popularity_scorer(split_matrix(data, "train"))
         selection = evaluators.selection.evaluate(scorer)
-        test = evaluators.test.evaluate(scorer) if evaluators.test else selection
+        test, per_user = evaluators.test.evaluate_per_user(scorer)
         return {"seed": seed, "best_epoch": 0, "epochs_run": 0, "selection": selection, "test": test,
-                "history": [], "train_seconds": 0.0, "engine": "none"}
+                "test_per_user": _per_user_record(evaluators.test, per_user), "history": [], "train_seconds": 0.0,
+                "engine": "none"}
     result = fit(data, config, seed, lambda model: evaluators.selection.evaluate(make_scorer(model)), seed_dir)
-    assert evaluators.test is not None
-    test = evaluators.test.evaluate(make_scorer(result.model))  # the only look at the test split
+    test, per_user = evaluators.test.evaluate_per_user(make_scorer(result.model))  # the only look at the test split
     run = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-           "selection": result.best_metrics, "test": test, "history": result.history,
-           "train_seconds": result.train_seconds, "engine": result.engine}
+           "selection": result.best_metrics, "test": test, "test_per_user": _per_user_record(evaluators.test, per_user),
+           "history": result.history, "train_seconds": result.train_seconds, "engine": result.engine}
     save_checkpoint(seed_dir / "best.pt", _checkpoint_payload(config, data, result.model, run, result.engine))
     (seed_dir / "resume.pt").unlink(missing_ok=True)
     return run
@@ -100,7 +107,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
     chosen = max(runs, key=lambda run: run["selection"][SELECTION_METRIC])
     doc = {
         "name": name, "model": config.model, "protocol": config.protocol,
-        "protocol_label": PROTOCOL_LABELS[config.protocol],
+        "protocol_label": protocol_label(config.protocol, config.model_variant), "model_variant": config.model_variant,
         "selection_split": "test" if config.protocol == "paper" else "val",
         "config": dataclasses.asdict(config), "engine": runs[0]["engine"], "device": device,
         "runs": runs, "test_mean": test_mean, "test_std": test_std,
@@ -169,6 +176,6 @@ def evaluate_saved(run_dir: Path | str, name: str, device: str = "auto") -> dict
         scorer = make_scorer(trained.model)
         selection = evaluators.selection.evaluate(scorer)
         test = evaluators.test.evaluate(scorer) if evaluators.test else selection
-    return {"name": name, "protocol": config.protocol, "protocol_label": PROTOCOL_LABELS[config.protocol],
+    return {"name": name, "protocol": config.protocol, "protocol_label": protocol_label(config.protocol, config.model_variant),
             "selection_split": evaluators.selection_split, "selection": selection, "test": test,
             "seed": trained.checkpoint["seed"], "best_epoch": trained.checkpoint["best_epoch"]}

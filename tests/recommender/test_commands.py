@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from llmrec.cli import app
 from llmrec.recommender.api import train_base_model
+from llmrec.recommender.comparison import CompareConfig, compare_with_baselines, paired_test
+from llmrec.recommender.options import TrainConfig
 
 runner = CliRunner()
 
@@ -81,3 +84,39 @@ def test_config_file_sets_options_and_rejects_typos(ml_small_run: Path, tmp_path
     result = runner.invoke(app, ["train", str(ml_small_run), "--config", str(config)])
     assert result.exit_code != 0
     assert "unknown option 'learning_rate'" in str(result.exception)
+
+
+def test_baselines_share_the_model_options_and_the_table_says_so(ml_small_run_with_features: Path) -> None:
+    """A 3-layer, 8-d LLMRec must be compared with 3-layer, 8-d baselines, and comparison.md must say so."""
+    shared = {"embedding_dim": 8, "n_layers": 3, "l2_reg": 1e-3, "max_grad_norm": 0.5, "eval_every": 1}
+    config = TrainConfig(model="llmrec", max_epochs=1, device="cpu", engine="torch", **shared)
+    compare = CompareConfig(baselines=("mf", "lightgcn", "text-only"))
+    compare_with_baselines(ml_small_run_with_features, config, compare=compare)
+    for baseline in ("mf", "lightgcn", "text_only"):
+        used = json.loads((ml_small_run_with_features / "model" / baseline / "metrics.json").read_text())["config"]
+        assert {key: used[key] for key in shared} == shared, baseline
+    table = (ml_small_run_with_features / "model" / "comparison.md").read_text()
+    assert "embedding_dim 8" in table and "n_layers 3" in table and "l2_reg 0.001" in table
+    assert "max_grad_norm 0.5" in table and "eval_every 1" in table
+    text_only = json.loads((ml_small_run_with_features / "model" / "text_only" / "metrics.json").read_text())["config"]
+    assert text_only["model"] == "llmrec"  # LightGCN + item text/image embeddings, no LLM output at all
+    assert text_only["aug_sample_rate"] == text_only["user_profile_weight"] == text_only["item_attribute_weight"] == 0
+    comparison = json.loads((ml_small_run_with_features / "model" / "comparison.json").read_text())
+    assert [test["other"] for test in comparison["paired_tests"]] == ["lightgcn", "text_only"]
+    assert all(test["pairs"] == 609 for test in comparison["paired_tests"])  # one seed x every test user
+    assert "Paired test, llmrec vs lightgcn" in table
+
+
+def test_paired_test_pools_seeds_and_pairs_users() -> None:
+    def doc(name: str, per_seed: dict[int, list[float]]) -> dict:
+        return {"name": name, "runs": [{"seed": seed, "test_per_user": {"users": [0, 1, 2, 3, 4, 5], "recall@20": values}}
+                                       for seed, values in per_seed.items()]}
+
+    better = doc("a", {0: [0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 1: [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]})
+    worse = doc("b", {0: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 2: [0.0] * 6})
+    result = paired_test(better, worse)
+    assert result["pairs"] == 12  # seed 2 has no twin
+    assert result["mean_difference"] == pytest.approx(0.4)
+    assert result["better"] == 12 and result["worse"] == 0
+    assert result["p_value"] < 0.01
+    assert paired_test(better, better)["p_value"] == 1.0
