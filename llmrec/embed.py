@@ -29,6 +29,7 @@ import pandas as pd
 from llmrec import artifacts
 from llmrec.errors import ConfigError
 from llmrec.paths import llmrec_home
+from llmrec.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ USER_PROFILES = f"{OUTPUT_DIR}/user_profiles.npy"
 USER_PROFILES_MASK = f"{OUTPUT_DIR}/user_profiles_mask.npy"
 #: SQLite's default limit of host parameters per statement is 999 on old builds.
 _SQL_CHUNK = 900
+#: Encoder batches per progress step: large enough that sentence-transformers' own
+#: length sorting inside a call still groups similar texts.
+_BATCHES_PER_PROGRESS_STEP = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,10 +236,7 @@ class TextEncoder:
         self.cached += len(unique) - len(missing)
         if missing:
             logger.info("embedding %d new texts with %s on %s", len(missing), self.key, self.device)
-            vectors = self._load().encode(
-                [unique[sha] for sha in missing], batch_size=self.batch_size,
-                convert_to_numpy=True, show_progress_bar=len(missing) > 1000,
-            ).astype(np.float32)
+            vectors = self._encode_texts([unique[sha] for sha in missing])
             fresh = dict(zip(missing, vectors))
             cache.put_many(self.key, fresh)
             known.update(fresh)
@@ -243,6 +244,18 @@ class TextEncoder:
         if not texts:
             return np.zeros((0, self.dim(cache)), dtype=np.float32)
         return np.stack([known[sha] for sha in hashes]).astype(np.float32, copy=False)
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Encode in steps of a few batches, so progress shows on a terminal and in a log file alike."""
+        model = self._load()
+        step = self.batch_size * _BATCHES_PER_PROGRESS_STEP
+        parts = []
+        with Progress(len(texts), f"embed {self.key.split('@')[0]}", "text") as progress:
+            for start in range(0, len(texts), step):
+                part = texts[start : start + step]
+                parts.append(model.encode(part, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False))
+                progress.update(len(part))
+        return np.concatenate(parts).astype(np.float32, copy=False)
 
     def dim(self, cache: EmbeddingCache) -> int:
         """Vector size; read from the cache so a fully cached run never loads the model."""
