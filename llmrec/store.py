@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS completions (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     latency_s REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
@@ -62,6 +63,8 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 # SQLite's default limit on host parameters per statement is 999 on old builds.
 _SQL_CHUNK = 500
+#: Environment variable that sets how many prompts a process claims at a time (see CompletionStore).
+CLAIM_CHUNK_ENV = "LLMREC_CLAIM_CHUNK"
 
 
 def request_key(backend: Backend, request: ChatRequest) -> str:
@@ -131,9 +134,28 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def _claim_chunk_from_env() -> int:
+    text = os.environ.get(CLAIM_CHUNK_ENV, "1024")
+    if not text.isdecimal() or int(text) < 1:
+        raise ConfigError(f"{CLAIM_CHUNK_ENV}={text!r}: expected a whole number >= 1 (prompts claimed at a time)")
+    return int(text)
+
+
 def _chunks(items: Sequence[str], size: int = _SQL_CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _add_owner_column(conn: sqlite3.Connection) -> None:
+    """Stores made before answers recorded their owner get the column (old rows: '')."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(completions)")}
+    if "owner" in columns:
+        return
+    try:
+        conn.execute("ALTER TABLE completions ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another process added it meanwhile
+            raise
 
 
 class CompletionStore:
@@ -143,7 +165,10 @@ class CompletionStore:
     threads). `lease_s` is how long a claim survives without a heartbeat;
     `claim_chunk` bounds how many keys one process claims at a time, so two
     processes started on the same batch share the work instead of one waiting
-    for the other to finish everything.
+    for the other to finish everything (default `$LLMREC_CLAIM_CHUNK`, else
+    1024: one process takes a whole augmentation; set it to about a backend
+    batch when several workers run the same prompts). Every stored answer
+    records the `owner` (host:pid:nonce) that generated it.
     """
 
     def __init__(
@@ -152,12 +177,12 @@ class CompletionStore:
         *,
         lease_s: float = 60.0,
         poll_s: float = 0.5,
-        claim_chunk: int = 1024,
+        claim_chunk: int | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
         self.lease_s = lease_s
         self.poll_s = poll_s
-        self.claim_chunk = claim_chunk
+        self.claim_chunk = _claim_chunk_from_env() if claim_chunk is None else claim_chunk
         self._host = socket.gethostname()
         self.owner = f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._conn = self._connect()
@@ -172,6 +197,7 @@ class CompletionStore:
             # (it is in the WAL file); only an OS crash can lose the last ones.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
+            _add_owner_column(conn)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{self.path}: not a usable completion store (SQLite: {exc})") from None
         return conn
@@ -239,9 +265,9 @@ class CompletionStore:
         """Every stored completion as a JSON-able dict (for `llmrec cache export`)."""
         rows = self._conn.execute(
             "SELECT key, backend, model, request, text, finish_reason, prompt_tokens, "
-            "completion_tokens, latency_s, created_at FROM completions ORDER BY created_at, key"
+            "completion_tokens, latency_s, created_at, owner FROM completions ORDER BY created_at, key"
         )
-        for key, backend, model, request, text, finish, n_prompt, n_completion, latency, created in rows:
+        for key, backend, model, request, text, finish, n_prompt, n_completion, latency, created, owner in rows:
             yield {
                 "key": key,
                 "backend": backend,
@@ -253,6 +279,7 @@ class CompletionStore:
                 "completion_tokens": n_completion,
                 "latency_s": latency,
                 "created_at": created,
+                "owner": owner,
             }
 
     # --- writing -------------------------------------------------------------------------
@@ -271,7 +298,8 @@ class CompletionStore:
     def _put(self, key: str, backend: Backend, request: ChatRequest, completion: Completion) -> None:
         with self._write_transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO completions (key, backend, model, request, text, finish_reason, "
+                "prompt_tokens, completion_tokens, latency_s, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     backend.name,
@@ -283,6 +311,7 @@ class CompletionStore:
                     completion.completion_tokens,
                     completion.latency_s,
                     time.time(),
+                    self.owner,
                 ),
             )
             conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))

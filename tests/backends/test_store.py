@@ -7,6 +7,7 @@ test_http_backends.py; these need no server.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -78,15 +79,68 @@ def _foreign_claim(path, key: str, pid: int, lease_s: float = 600.0) -> None:
 
 
 def test_claims_of_a_dead_process_are_taken_over(smollm2, tmp_path):
+    """A dead owner's claim is taken over at once (pid check), not after its lease runs out."""
     path = tmp_path / "store.sqlite"
     CompletionStore(path).close()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     request = chat(QUESTIONS[2], max_tokens=2)
-    _foreign_claim(path, request_key(smollm2, request), dead.pid)
+    smollm2.generate([chat(QUESTIONS[0], max_tokens=1)])  # load the model first: only the takeover is timed
+    lease_s = 120.0
+    _foreign_claim(path, request_key(smollm2, request), dead.pid, lease_s=lease_s)
+    started = time.monotonic()
     with CompletionStore(path, poll_s=0.05) as store:
         result = store.generate(smollm2, [request])
+    waited = time.monotonic() - started
     assert result.usage.generated == 1
+    # Generating 2 tokens takes well under a second; a broken dead-process check would wait out the lease.
+    assert waited < lease_s / 4, f"took {waited:.1f} s: the dead owner's claim was not taken over"
+
+
+def test_every_answer_records_the_process_that_generated_it(smollm2, tmp_path):
+    path = tmp_path / "store.sqlite"
+    with CompletionStore(path) as store:
+        store.generate(smollm2, [chat(q, max_tokens=2) for q in QUESTIONS[:2]])
+        owner = store.owner
+    with CompletionStore(path) as store:
+        records = list(store.iter_records())
+    assert len(records) == 2 and {r["owner"] for r in records} == {owner}
+    assert owner.split(":")[1] == str(os.getpid())
+
+
+def test_a_store_from_before_owners_gets_the_column(smollm2, tmp_path):
+    """Stores written before the `owner` column keep their answers and take new ones."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE completions (key TEXT PRIMARY KEY, backend TEXT NOT NULL, model TEXT NOT NULL, "
+        "request TEXT NOT NULL, text TEXT NOT NULL, finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
+        "completion_tokens INTEGER NOT NULL, latency_s REAL NOT NULL, created_at REAL NOT NULL) WITHOUT ROWID;"
+    )
+    old = chat(QUESTIONS[0], max_tokens=2)
+    conn.execute("INSERT INTO completions VALUES (?, 'transformers', 'smollm2-135m', ?, 'Apple', 'stop', 1, 1, 0.1, 0)",
+                 (request_key(smollm2, old), old.canonical()))  # fmt: skip
+    conn.commit()
+    conn.close()
+    with CompletionStore(path) as store:
+        result = store.generate(smollm2, [old, chat(QUESTIONS[1], max_tokens=2)])
+        owners = {r["text"]: r["owner"] for r in store.iter_records()}
+    assert result.completions[0].text == "Apple" and result.usage.cache_hits == 1
+    assert owners["Apple"] == "" and len(owners) == 2 and store.owner in owners.values()
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many", ""])
+def test_a_bad_claim_chunk_setting_is_one_clear_line(value, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMREC_CLAIM_CHUNK", value)
+    with pytest.raises(ConfigError, match="LLMREC_CLAIM_CHUNK=.*expected a whole number >= 1"):
+        CompletionStore(tmp_path / "store.sqlite")
+
+
+def test_claim_chunk_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMREC_CLAIM_CHUNK", "3")
+    with CompletionStore(tmp_path / "store.sqlite") as store:
+        assert store.claim_chunk == 3
+        assert store._claim([f"k{i}" for i in range(5)]) == (["k0", "k1", "k2"], [])
 
 
 def test_a_live_claim_is_waited_for_not_generated_twice(smollm2, tmp_path):
