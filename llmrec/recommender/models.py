@@ -18,7 +18,7 @@ would otherwise reach their neighbours as if it were a feature).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -40,6 +40,8 @@ class Representations:
     user_ids: torch.Tensor  # (n_users, d) layer-0 ID embeddings (for L2 regularisation)
     item_ids: torch.Tensor  # (n_items, d)
     reconstruction_loss: torch.Tensor | None = None
+    # LLMRec: feature name -> (user side, item side) propagated projections (the original variant's extra BPR)
+    branches: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 class MatrixFactorization(nn.Module):
@@ -105,9 +107,11 @@ class LLMRecModel(LightGCN):
         engine: GraphEngine,
         features: dict[str, torch.Tensor],
         options: FeatureOptions,
+        original: bool = False,
     ) -> None:
         super().__init__(n_users, n_items, dim, n_layers, engine)
         self.options = options
+        self.original = original  # the original code's sequential propagation with a last-layer softmax
         used = {name: values for name, values in features.items() if options.weight_of(name) != 0}
         self.feature_names = sorted(used)
         for name, values in used.items():
@@ -152,13 +156,30 @@ class LLMRecModel(LightGCN):
         users = self.engine.items_to_users(projected)
         return users, self.engine.users_to_items(users)
 
+    def propagate_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.original:
+            return super().propagate_ids()
+        # the original: u_l = A_ui i_{l-1}, then i_l = A_iu u_l from the new u_l; softmax over d at the last layer
+        user_layers, item_layers = [self.user_embedding], [self.item_embedding]
+        for layer in range(self.n_layers):
+            last = layer == self.n_layers - 1
+            users = self.engine.items_to_users(item_layers[-1])
+            users = F.softmax(users, dim=1) if last else users
+            items = self.engine.users_to_items(users)
+            items = F.softmax(items, dim=1) if last else items
+            user_layers.append(users)
+            item_layers.append(items)
+        return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
+
     def forward(self, generator: torch.Generator | None = None) -> Representations:
         """Representations; pass the training generator to mask features (training only)."""
         users, items = self.propagate_ids()
         reconstruction_terms = []
+        branches = {}
         for name in self.feature_names:
             mask = self._masked_rows(name, generator)
             user_side, item_side = self._feature_branch(name, mask)
+            branches[name] = (user_side, item_side)
             weight = self.options.weight_of(name)
             users = users + weight * F.normalize(user_side, dim=1)
             items = items + weight * F.normalize(item_side, dim=1)
@@ -169,4 +190,4 @@ class LLMRecModel(LightGCN):
                     scaled_cosine_error(decoded, self.feature(name)[mask], self.options.sce_alpha)
                 )
         reconstruction = torch.stack(reconstruction_terms).sum() if reconstruction_terms else None
-        return Representations(users, items, self.user_embedding, self.item_embedding, reconstruction)
+        return Representations(users, items, self.user_embedding, self.item_embedding, reconstruction, branches)

@@ -3,7 +3,8 @@
 `fit` never sees the test split: it gets a *selection* evaluator (validation
 data under the standard protocol) and returns the best weights by its
 Recall@20. Early stopping waits for a warm-up (`min_epochs`) and then stops
-after `patience` epochs without improvement. With a `work_dir`, the full
+when `patience` evaluations brought no improvement and the trend over them is
+flat (see `_should_stop`). With a `work_dir`, the full
 training state (model, optimizer, every RNG state, epoch, best-so-far, history)
 is saved atomically every `checkpoint_every` epochs, and a later call with the
 same options resumes from it and ends exactly where an uninterrupted run ends.
@@ -35,8 +36,9 @@ from llmrec.recommender.checkpoints import (
 from llmrec.recommender.data import RunData
 from llmrec.recommender.graph import build_engine
 from llmrec.recommender.losses import bpr_per_sample, l2_penalty, prune_highest
-from llmrec.recommender.models import FeatureOptions, LightGCN, LLMRecModel, MatrixFactorization
+from llmrec.recommender.models import FeatureOptions, LightGCN, LLMRecModel, MatrixFactorization, Representations
 from llmrec.recommender.options import TrainConfig
+from llmrec.recommender.original import ADAMW_WEIGHT_DECAY, RowNormalisedEngine, keep_hardest, side_feature_losses
 from llmrec.recommender.sampling import AugmentedSampler, BPRSampler
 
 logger = logging.getLogger(__name__)
@@ -103,12 +105,27 @@ def build_model(config: TrainConfig, data: RunData, device: torch.device) -> tup
     if config.model == "lightgcn":
         model = LightGCN(data.n_users, data.n_items, config.embedding_dim, config.n_layers, engine)
     else:
+        original = config.model_variant == "original"
+        if original:
+            engine = RowNormalisedEngine(engine, data.train, data.n_users, data.n_items, device)
         features = {name: torch.from_numpy(values) for name, values in data.features.items()}
         model = LLMRecModel(
             data.n_users, data.n_items, config.embedding_dim, config.n_layers, engine, features,
-            feature_options(config),
+            feature_options(config), original,
         )
     return model.to(device), engine.name
+
+
+def uses_original_model(model: MatrixFactorization) -> bool:
+    return isinstance(model, LLMRecModel) and model.original
+
+
+def build_optimizer(model: MatrixFactorization, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (with the explicit L2 term), or the original's AdamW with weight decay 0.01."""
+    assert config.lr is not None
+    if uses_original_model(model):
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=ADAMW_WEIGHT_DECAY)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
 @torch.no_grad()
@@ -129,13 +146,14 @@ class _EpochRunner:
     """One epoch of BPR steps (plus augmented triples and reconstruction for LLMRec)."""
 
     def __init__(self, model: MatrixFactorization, data: RunData, config: TrainConfig, device: torch.device) -> None:
-        self.model, self.config, self.device = model, config, device
+        self.model, self.config, self.device = model, config.resolve(), device
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items)
         uses_augmented = isinstance(model, LLMRecModel) and config.aug_sample_rate > 0
         self.augmented = AugmentedSampler(
             data.augmented_triples if uses_augmented else np.zeros((0, 3), dtype=np.int64), data.n_users
         )
         self.masks_features = isinstance(model, LLMRecModel) and len(model.decoders) > 0
+        self.original = uses_original_model(model)
         self.batches = math.ceil(len(data.train) / config.batch_size)
 
     def run(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, float]:
@@ -155,6 +173,8 @@ class _EpochRunner:
         users, positives, negatives, augmented = (t.to(self.device) for t in self.draw(generator))
         representations = self.model(generator if self.masks_features else None)
         user_vectors, item_vectors = representations.users, representations.items
+        if self.original:
+            return self._original_step(optimizer, representations, users, positives, negatives, augmented)
         losses = bpr_per_sample(user_vectors[users], item_vectors[positives], item_vectors[negatives])
         if len(augmented):
             augmented_losses = bpr_per_sample(
@@ -181,12 +201,51 @@ class _EpochRunner:
         }
 
 
+    def _original_step(self, optimizer: torch.optim.Optimizer, representations: Representations, users: torch.Tensor,
+                       positives: torch.Tensor, negatives: torch.Tensor, augmented: torch.Tensor) -> dict[str, float]:
+        """The original's loss (original.py): the hardest samples of the whole batch, plus side-feature BPR terms."""
+        assert self.config.prune_rate is not None
+        users = torch.cat([users, augmented[:, 0]])
+        positives = torch.cat([positives, augmented[:, 1]])
+        negatives = torch.cat([negatives, augmented[:, 2]])
+        losses = bpr_per_sample(representations.users[users], representations.items[positives],
+                                representations.items[negatives])
+        bpr = keep_hardest(losses, self.config.prune_rate).mean()
+        loss = bpr + side_feature_losses(representations.branches, users, positives, negatives, self.config.prune_rate)
+        reconstruction = representations.reconstruction_loss
+        if reconstruction is not None:
+            loss = loss + self.config.reconstruction_weight * reconstruction
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach()), "bpr": float(bpr.detach()), "l2": 0.0,
+                "reconstruction": float(reconstruction.detach()) if reconstruction is not None else 0.0}
+
+
 def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
-    """Patience counts from the later of the best epoch and the end of the warm-up."""
+    """Stop when the best selection score is `patience` evaluations old AND the recent trend is flat.
+
+    The best-so-far alone depends on the learning rate: at lr 1e-3 LightGCN
+    dips below its epoch-2 score for ~20 epochs and then climbs for hundreds,
+    with plateaus long enough to exhaust a patience while it is still
+    improving. So the last `patience` evaluations must also project (least-
+    squares slope over the next `patience` evaluations) a gain below
+    `trend_tolerance` of the best score. A falling or flat curve stops; a
+    climbing one goes on to `max_epochs`. `min_epochs` stays a floor.
+    """
     assert config.min_epochs is not None
     if progress.epoch < config.min_epochs:
         return False
-    return progress.epoch - max(progress.best_epoch, config.min_epochs) >= config.patience
+    scores = [(row["epoch"], row[SELECTION_METRIC]) for row in progress.history if SELECTION_METRIC in row]
+    since_best = sum(1 for epoch, _ in scores if epoch > max(progress.best_epoch, config.min_epochs))
+    if since_best < config.patience:
+        return False
+    recent = np.asarray(scores[-config.patience:], dtype=np.float64)
+    if len(recent) < 2:
+        return True
+    slope = np.polyfit(recent[:, 0], recent[:, 1], 1)[0]  # per epoch
+    projected_gain = slope * (recent[-1, 0] - recent[0, 0])
+    return bool(projected_gain < config.trend_tolerance * progress.best_value)
 
 
 def fit(
@@ -202,7 +261,7 @@ def fit(
     device = resolve_device(config.device)
     seed_everything(seed)
     model, engine_name = build_model(config, data, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = build_optimizer(model, config)
     generator = torch.Generator().manual_seed(seed)
     runner = _EpochRunner(model, data, config, device)
     progress = _Progress()
