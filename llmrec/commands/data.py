@@ -65,6 +65,11 @@ def prepare(
     genres_col: str | None = typer.Option(None, "--genres-col", help="csv: genres column ('' = none)."),
     delimiter: str | None = typer.Option(None, "--delimiter", help="csv: field delimiter."),
     encoding: str | None = typer.Option(None, "--encoding", help="csv / llmrec-format: file encoding (e.g. latin-1)."),
+    llmrec_val_from_train: float | None = typer.Option(
+        None, "--llmrec-val-from-train",
+        help="llmrec-format: move this fraction of each user's train items to validation, ignoring val.json "
+             "(the released val.json equals test.json).",
+    ),
 ) -> None:
     """Turn a dataset into train/val/test/items/users parquet tables in RUN."""
     from llmrec.config import load_toml
@@ -91,6 +96,7 @@ def prepare(
         "csv_genres_column": genres_col,
         "csv_delimiter": delimiter,
         "encoding": encoding,
+        "llmrec_val_from_train": llmrec_val_from_train,
     }
     prepare_config = config_from_layers(load_toml(config).get("data"), overrides)
     result = prepare_run(run, prepare_config)

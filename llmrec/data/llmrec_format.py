@@ -110,6 +110,22 @@ def _read_features(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def carve_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, val): round(fraction * n) of each user's n train rows (at least 1, leaving 1) move to val, seeded.
+
+    For releases whose val.json is a copy of test.json: a real validation split
+    from train, disjoint from test. Users with one train item keep it.
+    """
+    shuffled = train.iloc[np.random.default_rng(seed).permutation(len(train))]
+    position = shuffled.groupby("user_id").cumcount().to_numpy()
+    size = shuffled.groupby("user_id")["item_id"].transform("size").to_numpy()
+    n_val = np.where(size >= 2, np.clip(np.round(size * fraction), 1, size - 1), 0)
+    to_val = position < n_val
+    ordered = ["user_id", "item_id"]
+    return (shuffled[~to_val].sort_values(ordered).reset_index(drop=True),
+            shuffled[to_val].sort_values(ordered).reset_index(drop=True))
+
+
 def load_llmrec_format(root: Path, config: PrepareConfig) -> RawDataset:
     splits = {name: _read_split(root / file) for name, file in SPLIT_FILES.items()}
     items, layout = _read_attributes(root / "item_attribute.csv", config)
@@ -130,8 +146,13 @@ def load_llmrec_format(root: Path, config: PrepareConfig) -> RawDataset:
                 f"expected n_items = {n_items} (ids up to {max_item})"
             )
     n_users = max(int(f["user_id"].max()) for f in splits.values() if len(f)) + 1
-    if splits["val"].equals(splits["test"]):
-        notes.append("val.json equals test.json (a known flaw of the release, LLMRec issue #31)")
+    if config.llmrec_val_from_train > 0:
+        splits["train"], splits["val"] = carve_validation(splits["train"], config.llmrec_val_from_train, config.seed)
+        notes.append(f"val.json ignored: validation carved out of train.json ({config.llmrec_val_from_train:g} of "
+                     f"each user's items, seed {config.seed})")
+    elif splits["val"].equals(splits["test"]):
+        notes.append("val.json equals test.json (a known flaw of the release, LLMRec issue #31); training refuses "
+                     "this run unless it is prepared with llmrec_val_from_train > 0")
     pickles = import_pickles(root, config.trust_pickle, splits["train"], n_users, n_items)
     all_items = pd.DataFrame({"item_id": np.arange(n_items, dtype=np.int64)}).merge(items, how="left")
     return RawDataset(

@@ -70,6 +70,7 @@ class PrepareConfig:
     csv_delimiter: str = ","
     encoding: str = "utf-8"
     llmrec_layout: str = "auto"
+    llmrec_val_from_train: float = 0.0  # llmrec-format: carve validation out of train (its val.json may be test.json)
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_METHODS:
@@ -82,6 +83,8 @@ class PrepareConfig:
             raise ValueError("kcore must be >= 0 (0 = no k-core filter)")
         if self.llmrec_layout not in ("auto", "movielens", "netflix"):
             raise ValueError("llmrec_layout must be auto, movielens or netflix")
+        if not 0 <= self.llmrec_val_from_train < 1:
+            raise ValueError("llmrec_val_from_train must be in [0, 1) (0 = use the release's val.json)")
 
 
 @dataclass

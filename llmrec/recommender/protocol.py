@@ -71,10 +71,18 @@ def build_evaluators(
         test = Evaluator(split_matrix(data, "test"), train, protocol="paper", batch_size=batch_size, device=device)
         _require_users(test, data, "test")
         return ProtocolEvaluators(test, "test", test)
-    selection = Evaluator(split_matrix(data, "val"), train, batch_size=batch_size, device=device)
+    val, test = split_matrix(data, "val"), split_matrix(data, "test")
+    if val.nnz and val.shape == test.shape and (val != test).nnz == 0:
+        # the original release's flaw (LLMRec issue #31): selecting on it is selecting on the test set, and
+        # masking val items at test time would mask every test item
+        raise ArtifactError(
+            f"{data.run_dir / 'val.parquet'}: identical to test.parquet, so validation selection would select on "
+            "the test set; re-prepare with `--llmrec-val-from-train 0.1` (carves validation out of train) or use "
+            "--protocol paper"
+        )
+    selection = Evaluator(val, train, batch_size=batch_size, device=device)
     _require_users(selection, data, "val")
     test_evaluator = None
     if with_test:
-        seen = train + split_matrix(data, "val")
-        test_evaluator = Evaluator(split_matrix(data, "test"), seen, batch_size=batch_size, device=device)
+        test_evaluator = Evaluator(test, train + val, batch_size=batch_size, device=device)
     return ProtocolEvaluators(selection, "val", test_evaluator)
