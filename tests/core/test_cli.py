@@ -21,8 +21,14 @@ def test_help_lists_commands() -> None:
 def test_info_reports_versions_and_backends() -> None:
     result = run_cli("info")
     assert result.returncode == 0, result.stderr
-    assert "torch" in result.stdout and "dgl" in result.stdout
-    assert "backends:" in result.stdout
+    import re
+    from importlib.metadata import version
+
+    versions = dict(re.findall(r"^(\S+)\s+(\S+.*)$", result.stdout, flags=re.MULTILINE))
+    assert versions["torch"] == version("torch")
+    assert versions["dgl"] == f"{version('dgl')} (ok)"  # installed, imports and is usable
+    backends = result.stdout.split("backends:\n", 1)[1].split()
+    assert backends[:2] == ["transformers", "ok"] and "openai" in backends and "vllm" in backends
 
 
 def test_unknown_command_fails_without_traceback() -> None:
