@@ -65,7 +65,9 @@ def vllm_server(shared_home: Path):
     Started once per session (~55 s to healthy) from `.venv-vllm` (or
     `$LLMREC_VLLM_PYTHON`) and stopped at the end. Yields the `VLLMServer`:
     use `.base_url` and `.served_name`. Skips when the vLLM venv is absent
-    (`make setup-vllm` builds it; `make test` always does).
+    (`make setup-vllm` builds it; `make test` always does), except where
+    `LLMREC_REQUIRE_VLLM=1` (CI's `.ci/run` sets it): there a missing venv
+    fails every vLLM test instead of quietly skipping them.
     """
     from llmrec.backends.gguf_convert import ensure_converted
     from llmrec.backends.vllm_server import VLLMServer, default_vllm_python
@@ -73,7 +75,10 @@ def vllm_server(shared_home: Path):
 
     python = default_vllm_python()
     if not python.exists():
-        pytest.skip(f"vLLM venv not found ({python}); run `make setup-vllm` or set LLMREC_VLLM_PYTHON")
+        message = f"vLLM venv not found ({python}); run `make setup-vllm` or set LLMREC_VLLM_PYTHON"
+        if os.environ.get("LLMREC_REQUIRE_VLLM") == "1":
+            pytest.fail(f"{message} (LLMREC_REQUIRE_VLLM=1: the vLLM tests must run here)")
+        pytest.skip(message)
     folder = ensure_converted(smollm2_gguf_path())
     server = VLLMServer(folder, "smollm2-135m", python=python, log_path=shared_home / "logs" / "vllm-tests.log")
     with server:
