@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec import artifacts
+from llmrec.augment.schemas import ATTRIBUTE_ANSWER, PROFILE_ANSWER
 from llmrec.errors import ConfigError
 from llmrec.paths import llmrec_home
 from llmrec.progress import Progress
@@ -98,18 +99,16 @@ def attribute_texts(n_items: int, attributes: pd.DataFrame | None) -> list[str |
     texts: list[str | None] = [None] * n_items
     if attributes is not None:
         for _, row in attributes.iterrows():
-            texts[int(row["item"])] = _describe(row, ("director", "country", "language"))
+            texts[int(row["item"])] = _describe(row, ATTRIBUTE_ANSWER.names)
     return texts
 
 
 def profile_texts(n_users: int, profiles: pd.DataFrame | None) -> list[str | None]:
     """Profile text per user id; None where the LLM gave no valid profile."""
-    from llmrec.augment.schemas import PROFILE_FIELDS
-
     texts: list[str | None] = [None] * n_users
     if profiles is not None:
         for _, row in profiles.iterrows():
-            texts[int(row["user"])] = _describe(row, PROFILE_FIELDS)
+            texts[int(row["user"])] = _describe(row, PROFILE_ANSWER.names)
     return texts
 
 

@@ -37,8 +37,9 @@ from llmrec.augment.tasks import (
     select_items,
     select_users,
 )
+from llmrec.augment.schemas import ANSWERS
 from llmrec.augment.validate import AnswerValidationError
-from llmrec.backends.base import Backend, ChatRequest, SamplingParams
+from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
 from llmrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -50,11 +51,12 @@ ARTIFACT_FILES = {
     ATTRIBUTES: "item_attributes.parquet",
 }
 #: Decoding defaults per augmentation: the original's temperatures (0.6 edges and
-#: attributes, 0.8 profiles, top_p 0.1) and answer budgets sized to the JSON asked for.
+#: attributes, 0.8 profiles, top_p 0.1); the answer budget comes from the answer's
+#: schema (`AnswerShape.max_tokens`), so a schema-valid answer is never cut.
 DEFAULT_SAMPLING = {
-    EDGES: SamplingParams(temperature=0.6, top_p=0.1, max_tokens=48, seed=0),
-    PROFILES: SamplingParams(temperature=0.8, top_p=0.1, max_tokens=160, seed=0),
-    ATTRIBUTES: SamplingParams(temperature=0.6, top_p=0.1, max_tokens=64, seed=0),
+    EDGES: SamplingParams(temperature=0.6, top_p=0.1, seed=0),
+    PROFILES: SamplingParams(temperature=0.8, top_p=0.1, seed=0),
+    ATTRIBUTES: SamplingParams(temperature=0.6, top_p=0.1, seed=0),
 }
 DEFAULT_LIMIT_USERS = 20
 DEFAULT_HISTORY_BUDGET = 30
@@ -129,7 +131,7 @@ class AugmentOptions:
             base,
             temperature=base.temperature if self.temperature is None else self.temperature,
             top_p=base.top_p if self.top_p is None else self.top_p,
-            max_tokens=base.max_tokens if self.max_tokens is None else self.max_tokens,
+            max_tokens=ANSWERS[what].max_tokens(self.candidates_k) if self.max_tokens is None else self.max_tokens,
             seed=self.seed,
         )
 
@@ -150,10 +152,15 @@ def repair_messages(task: Task, bad_answer: str, reason: str) -> tuple[dict[str,
     )  # fmt: skip
 
 
-def _validated(task: Task, text: str) -> tuple[Any, str | None]:
+def _validated(task: Task, completion: Completion, max_tokens: int) -> tuple[Any, str | None]:
+    """(value, None) for a valid answer, else (None, reason); the reason says what to change when it can."""
+    if completion.finish_reason == "error":  # the backend could not answer this request (text: why)
+        return None, completion.text
     try:
-        return task.validate(text), None
+        return task.validate(completion.text), None
     except AnswerValidationError as exc:
+        if completion.finish_reason == "length":
+            return None, f"answer cut at max_tokens={max_tokens} ({exc.reason}); raise max_tokens"
         return None, exc.reason
 
 
@@ -171,7 +178,7 @@ def answer_tasks(
     accepted: dict[int, Any] = {}
     to_repair: list[tuple[Task, str, str]] = []
     for task, completion in zip(tasks, first.completions):
-        value, reason = _validated(task, completion.text)
+        value, reason = _validated(task, completion, sampling.max_tokens)
         if reason is None:
             accepted[task.entity] = value
             counts.valid += 1
@@ -182,7 +189,7 @@ def answer_tasks(
         second = store.generate(backend, repairs)
         usage.add(second.usage)
         for (task, _, first_reason), completion in zip(to_repair, second.completions):
-            value, reason = _validated(task, completion.text)
+            value, reason = _validated(task, completion, sampling.max_tokens)
             if reason is None:
                 accepted[task.entity] = value
                 counts.repaired += 1
@@ -198,28 +205,23 @@ def answer_tasks(
 
 
 def _table(what: str, accepted: dict[int, Any], model: str, template_hash: str) -> Any:
-    """The validated rows as an Arrow table with the contract's column types (even when empty)."""
+    """The validated rows as an Arrow table with the answer shape's column types (even when empty)."""
     import pyarrow as pa
 
     ids = sorted(accepted)
-    text, strings = pa.string(), pa.list_(pa.string())
-    if what == EDGES:
-        columns = {"user": (ids, pa.int64()), "liked": ([accepted[u].liked for u in ids], pa.int64()),
-                   "disliked": ([accepted[u].disliked for u in ids], pa.int64())}
-    elif what == PROFILES:
-        columns = {"user": (ids, pa.int64()), "age": ([accepted[u]["age"] for u in ids], pa.int64()),
-                   "gender": ([accepted[u]["gender"] for u in ids], text)}
-        for field in ("liked_genres", "disliked_genres", "liked_directors"):
-            columns[field] = ([accepted[u][field] for u in ids], strings)
-        for field in ("country", "language"):
-            columns[field] = ([accepted[u][field] for u in ids], text)
-    else:
-        columns = {"item": (ids, pa.int64())}
-        for field in ("director", "country", "language"):
-            columns[field] = ([accepted[i][field] for i in ids], text)
-    columns["model"] = ([model] * len(ids), text)
-    columns["template_hash"] = ([template_hash] * len(ids), text)
-    return pa.table({name: pa.array(values, type=kind) for name, (values, kind) in columns.items()})
+    rows = [_as_dict(accepted[key]) for key in ids]
+    (key, key_type), *fields = ANSWERS[what].arrow_fields()
+    columns = {key: pa.array(ids, type=key_type)}
+    for name, kind in fields:
+        columns[name] = pa.array([row[name] for row in rows], type=kind)
+    columns["model"] = pa.array([model] * len(ids), type=pa.string())
+    columns["template_hash"] = pa.array([template_hash] * len(ids), type=pa.string())
+    return pa.table(columns)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A validated answer as a dict (edge answers are `EdgeChoice` dataclasses)."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _write_table(path: Path, table: Any) -> None:

@@ -15,10 +15,11 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from llmrec.augment.schemas import ATTRIBUTE_FIELDS, MAX_LIST_ITEMS, PROFILE_FIELDS
+from llmrec.augment import schemas
+from llmrec.augment.schemas import ATTRIBUTE_ANSWER, EDGE_ANSWER, MAX_LIST_ITEMS, PROFILE_ANSWER, AnswerField
 
 #: Longest answer parsed; longer ones are cut (a 135M model can ramble for ever).
 MAX_ANSWER_CHARS = 20_000
@@ -26,17 +27,21 @@ MAX_ANSWER_CHARS = 20_000
 MAX_OBJECT_STARTS = 64
 #: Longest string kept in a profile or attribute field.
 MAX_TEXT_CHARS = 120
-#: Plausible ages of a movie-rating user.
-AGE_RANGE = (5, 100)
+#: Plausible ages of a movie-rating user (the schema's range).
+AGE_RANGE = (PROFILE_ANSWER.field("age").minimum, PROFILE_ANSWER.field("age").maximum)
 
 #: Values that mean "no answer"; stored as null, never as the string.
 NULL_TOKENS = frozenset(
     {"", "unknown", "n/a", "na", "none", "null", "nil", "not known", "unspecified", "-", "?", "various"}
 )
-_GENDERS = {
-    "male": "male", "m": "male", "man": "male", "boy": "male",
-    "female": "female", "f": "female", "woman": "female", "girl": "female",
-    "other": "other", "non-binary": "other", "nonbinary": "other", "non binary": "other",
+#: Per choice field: spellings models use and the value each means (gender "other" is
+#: accepted from prompt-only answers though the schema does not offer it).
+_CHOICE_ALIASES = {
+    "gender": {
+        "m": "male", "man": "male", "boy": "male",
+        "f": "female", "woman": "female", "girl": "female",
+        "other": "other", "non-binary": "other", "nonbinary": "other", "non binary": "other",
+    },
 }
 _KEY_ALIASES = {
     "liked_genre": "liked_genres", "disliked_genre": "disliked_genres",
@@ -142,45 +147,50 @@ def _list_field(field: str, value: object) -> list[str]:
     return kept[:MAX_LIST_ITEMS]
 
 
-def _age_field(value: object) -> int | None:
-    """An age in years; a bracket ("25-34") becomes its midpoint, "30s" becomes 35."""
+def _integer_field(field: AnswerField, value: object) -> int | None:
+    """An integer in the field's range; a bracket ("25-34") becomes its midpoint, "30s" becomes 35."""
+    name, low_bound, high_bound = field.name, field.minimum, field.maximum
     if _is_null(value):
         return None
-    age: float
+    number: float
     if isinstance(value, bool):
-        raise AnswerValidationError("age: expected a number, got a boolean")
+        raise AnswerValidationError(f"{name}: expected a number, got a boolean")
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise AnswerValidationError("age: not a finite number")
-        age = value
+            raise AnswerValidationError(f"{name}: not a finite number")
+        number = value
     elif isinstance(value, str):
         text = value.strip().lower()
         span, single = _AGE_SPAN.match(text), _AGE_SINGLE.match(text)
         if span:
             low, high = int(span.group(1)), int(span.group(2))
             if low > high:
-                raise AnswerValidationError(f"age: bracket '{value[:40]}' is reversed")
-            age = (low + high) // 2
+                raise AnswerValidationError(f"{name}: bracket '{value[:40]}' is reversed")
+            number = (low + high) // 2
         elif single:
-            age = int(single.group(1)) + (5 if single.group(2) == "s" else 0)
+            number = int(single.group(1)) + (5 if single.group(2) == "s" else 0)
         else:
-            raise AnswerValidationError(f"age: '{value[:40]}' is not an age or bracket")
+            raise AnswerValidationError(f"{name}: '{value[:40]}' is not an age or bracket")
     else:
-        raise AnswerValidationError(f"age: expected a number, got {type(value).__name__}")
-    if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
-        raise AnswerValidationError(f"age: {age} outside {AGE_RANGE[0]}-{AGE_RANGE[1]}")
-    return int(age)
+        raise AnswerValidationError(f"{name}: expected a number, got {type(value).__name__}")
+    if not low_bound <= number <= high_bound:
+        raise AnswerValidationError(f"{name}: {number} outside {low_bound}-{high_bound}")
+    return int(number)
 
 
-def _gender_field(value: object) -> str | None:
+def _choice_field(field: AnswerField, value: object) -> str | None:
+    """One of the field's choices, through the aliases models use ("M", "woman")."""
     if _is_null(value):
         return None
     if not isinstance(value, str):
-        raise AnswerValidationError(f"gender: expected a string, got {type(value).__name__}")
-    gender = _GENDERS.get(" ".join(value.strip().lower().split()))
-    if gender is None:
-        raise AnswerValidationError(f"gender: '{value[:40]}' is not male/female/other")
-    return gender
+        raise AnswerValidationError(f"{field.name}: expected a string, got {type(value).__name__}")
+    aliases = _CHOICE_ALIASES.get(field.name, {})
+    accepted = dict.fromkeys([*field.choices, *aliases.values()])
+    text = " ".join(value.strip().lower().split())
+    choice = aliases.get(text, text)
+    if choice not in accepted:
+        raise AnswerValidationError(f"{field.name}: '{value[:40]}' is not {'/'.join(accepted)}")
+    return choice
 
 
 def _candidate_number(field: str, value: object, n_candidates: int) -> int:
@@ -201,9 +211,9 @@ def validate_edge_answer(
 ) -> EdgeChoice:
     """Check an edge answer against this user's numbered candidates and training history."""
     answer = _normalised_keys(extract_json_object(text))
-    _require(answer, ("liked", "disliked"))
+    _require(answer, EDGE_ANSWER.names)
     chosen: dict[str, int] = {}
-    for field in ("liked", "disliked"):
+    for field in EDGE_ANSWER.names:
         number = _candidate_number(field, answer[field], len(candidate_items))
         item = int(candidate_items[number - 1])
         if item in history_items:
@@ -211,22 +221,28 @@ def validate_edge_answer(
         chosen[field] = item
     if chosen["liked"] == chosen["disliked"]:
         raise AnswerValidationError("liked and disliked are the same candidate")
-    return EdgeChoice(liked=chosen["liked"], disliked=chosen["disliked"])
+    return EdgeChoice(**chosen)
+
+
+#: The parser of each field kind (candidate numbers need the user's candidates: see above).
+_PARSERS: dict[str, Callable[[AnswerField, object], Any]] = {
+    schemas.INTEGER: _integer_field,
+    schemas.CHOICE: _choice_field,
+    schemas.TEXT: lambda field, value: _text_field(field.name, value),
+    schemas.TEXT_LIST: lambda field, value: _list_field(field.name, value),
+}
+
+
+def _fields(shape: schemas.AnswerShape, text: object) -> dict[str, Any]:
+    """The answer's fields parsed and normalised as its shape says, in the shape's order."""
+    answer = _normalised_keys(extract_json_object(text))
+    _require(answer, shape.names)
+    return {field.name: _PARSERS[field.kind](field, answer[field.name]) for field in shape.fields}
 
 
 def validate_profile_answer(text: object) -> dict[str, Any]:
     """A normalised user profile; raises when no field carries information."""
-    answer = _normalised_keys(extract_json_object(text))
-    _require(answer, PROFILE_FIELDS)
-    profile = {
-        "age": _age_field(answer["age"]),
-        "gender": _gender_field(answer["gender"]),
-        "liked_genres": _list_field("liked_genres", answer["liked_genres"]),
-        "disliked_genres": _list_field("disliked_genres", answer["disliked_genres"]),
-        "liked_directors": _list_field("liked_directors", answer["liked_directors"]),
-        "country": _text_field("country", answer["country"]),
-        "language": _text_field("language", answer["language"]),
-    }
+    profile = _fields(PROFILE_ANSWER, text)
     if not any(profile.values()):
         raise AnswerValidationError("every profile field is empty or unknown")
     return profile
@@ -234,9 +250,7 @@ def validate_profile_answer(text: object) -> dict[str, Any]:
 
 def validate_attribute_answer(text: object) -> dict[str, str | None]:
     """Normalised director / country / language; raises when all three are unknown."""
-    answer = _normalised_keys(extract_json_object(text))
-    _require(answer, ATTRIBUTE_FIELDS)
-    attributes = {field: _text_field(field, answer[field]) for field in ATTRIBUTE_FIELDS}
+    attributes = _fields(ATTRIBUTE_ANSWER, text)
     if not any(attributes.values()):
         raise AnswerValidationError("director, country and language are all empty or unknown")
     return attributes

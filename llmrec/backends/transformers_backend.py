@@ -9,15 +9,27 @@ GGUF files are converted once into a Hugging Face folder
 (`gguf_convert.ensure_converted`) and the folder is loaded afterwards: loading
 GGUF directly de-quantises every tensor on each start (30-50 s).
 
-There is no constrained decoding here: a request's JSON schema is written into
-the prompt and the caller validates the answer. Sampling is seeded with
-`torch.manual_seed(seed)` before each batch, so a rerun of the same batch
-reproduces it; temperature 0 means greedy decoding.
+A request's JSON schema constrains decoding (`llmrec.backends.grammar`,
+xgrammar): every answer is schema-valid JSON unless it is cut by
+`max_tokens`. Rows of a batch may carry different schemas (one grammar matcher
+per row). `constrained=False` (`--backend-option constrained=false`) is the
+fallback for models the grammar engine cannot handle: the schema is written
+into the prompt and the caller validates whatever comes back. The mode is
+logged when the model loads and is part of `model_revision`, so the
+completion store keeps constrained and prompt-only answers apart.
+
+A schema the engine rejects fails only its own requests: each gets a
+completion with `finish_reason="error"` and the reason as its text (the
+augmentation pipeline records it as a failed answer).
+
+Sampling is seeded with `torch.manual_seed(seed)` before each batch, so a
+rerun of the same batch reproduces it; temperature 0 means greedy decoding.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,9 +61,14 @@ class TransformersBackend(Backend):
         dtype: str = "auto",
         batch_size: int = 8,
         revision: str | None = None,
+        constrained: bool = True,
+        attn_implementation: str = "sdpa",
+        quantize: str = "none",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"transformers backend: batch_size must be >= 1, got {batch_size}")
+        if quantize not in ("none", "int8"):
+            raise ConfigError(f"transformers backend: quantize must be none or int8; got '{quantize}'")
         self._model_name = model
         self._source = resolve_model(model)
         self._revision = revision
@@ -63,8 +80,12 @@ class TransformersBackend(Backend):
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        self.constrained = constrained
+        self.attn_implementation = attn_implementation
+        self.quantize = quantize
         self._model: Any = None
         self._tokenizer: Any = None
+        self._grammars: Any = None  # JsonGrammars once the model is loaded (constrained mode)
 
     @property
     def model_id(self) -> str:
@@ -72,10 +93,17 @@ class TransformersBackend(Backend):
 
     @property
     def model_revision(self) -> str:
-        return self._revision or ""
+        """The weights' revision plus what changes answers: int8 weights, the JSON mode."""
+        from llmrec.backends.grammar import ENGINE
+
+        revision = (self._revision or "") + ("+int8" if self.quantize == "int8" else "")
+        return f"{revision}+json:{ENGINE}" if self.constrained else revision
 
     def __repr__(self) -> str:
-        return f"TransformersBackend(model={self._model_name!r}, device={self.device!r}, batch_size={self.batch_size})"
+        return (
+            f"TransformersBackend(model={self._model_name!r}, device={self.device!r}, "
+            f"batch_size={self.batch_size}, constrained={self.constrained})"
+        )
 
     def _load(self) -> None:
         import torch
@@ -91,13 +119,14 @@ class TransformersBackend(Backend):
         else:
             dtype = getattr(torch, self.dtype)
         started = time.perf_counter()
+        revision = self._revision if not is_gguf(self._source) else None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, revision=self._revision if not is_gguf(self._source) else None)
+            tokenizer = AutoTokenizer.from_pretrained(folder, revision=revision)
             model = AutoModelForCausalLM.from_pretrained(
-                folder, dtype=dtype, revision=self._revision if not is_gguf(self._source) else None
+                folder, dtype=dtype, revision=revision, attn_implementation=self.attn_implementation
             )
-        except OSError as exc:
-            raise BackendError(f"transformers backend: cannot load model '{self._model_name}' ({folder}): {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise BackendError(_load_failure(self._model_name, folder, exc)) from None
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -106,7 +135,22 @@ class TransformersBackend(Backend):
         self._tokenizer = tokenizer
         self._model = model.to(device).eval()
         self.device = device
-        logger.info("loaded %s on %s (%s) in %.1f s", self._model_name, device, dtype, time.perf_counter() - started)
+        if self.quantize == "int8":
+            # fbgemm int8 matmuls (`bench/results/inprocess.md`). Activations are quantized per
+            # tensor, so an answer then depends on the rest of its batch: not the default.
+            self._model = torch.ao.quantization.quantize_dynamic(self._model, {torch.nn.Linear}, dtype=torch.qint8)
+        if self.constrained:
+            from llmrec.backends.grammar import ENGINE, JsonGrammars
+
+            self._grammars = JsonGrammars(tokenizer, model.config.vocab_size, sorted(self._stop_token_ids()), self._model_name)
+            mode = f"JSON answers constrained to each request's schema by {ENGINE} {_version(ENGINE)}"
+        else:
+            mode = "JSON schemas written into the prompt, answers not constrained (constrained=false)"
+        logger.info(
+            "loaded %s on %s (%s%s, %s attention) in %.1f s; %s",
+            self._model_name, device, dtype, ", int8 Linear layers" if self.quantize == "int8" else "", self.attn_implementation,
+            time.perf_counter() - started, mode,
+        )  # fmt: skip
 
     def _stop_token_ids(self) -> set[int]:
         ids = self._model.generation_config.eos_token_id
@@ -115,11 +159,11 @@ class TransformersBackend(Backend):
             stop_ids.add(self._tokenizer.eos_token_id)
         return stop_ids
 
-    def _batches(self, requests: Sequence[ChatRequest], prompts: list[str]) -> Iterator[list[int]]:
+    def _batches(self, requests: Sequence[ChatRequest], prompts: dict[int, str]) -> Iterator[list[int]]:
         """Indices grouped by sampling params (one `generate` call takes one set), similar lengths together."""
         groups: dict[SamplingParams, list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault(request.sampling, []).append(index)
+        for index in prompts:
+            groups.setdefault(requests[index].sampling, []).append(index)
         for indices in groups.values():
             indices.sort(key=lambda i: len(prompts[i]))
             for start in range(0, len(indices), self.batch_size):
@@ -128,18 +172,46 @@ class TransformersBackend(Backend):
     def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
         if not requests:
             return
+        from llmrec.backends.grammar import SchemaRejected
+
         if self._model is None:
             self._load()
-        prompts = [
-            self._tokenizer.apply_chat_template(
-                request.messages_with_schema_in_prompt(), tokenize=False, add_generation_prompt=True
-            )
-            for request in requests
-        ]
+        grammars: list[Any] = [None] * len(requests)
+        runnable: list[int] = []
+        for index, request in enumerate(requests):
+            try:
+                grammars[index] = self._grammar(request)
+            except SchemaRejected as exc:  # this request fails, the others run
+                reason = f"{exc}; simplify the schema or pass --backend-option constrained=false"
+                logger.warning("transformers backend: request %d (model %s): %s", index, self._model_name, reason)
+                yield index, Completion(reason, "error", 0, 0, 0.0)
+                continue
+            runnable.append(index)
+        prompts = {
+            i: self._tokenizer.apply_chat_template(self._messages(requests[i]), tokenize=False, add_generation_prompt=True)
+            for i in runnable
+        }
         for batch in self._batches(requests, prompts):
-            yield from zip(batch, self._generate_batch([prompts[i] for i in batch], requests[batch[0]].sampling))
+            completions = self._generate_batch([prompts[i] for i in batch], requests[batch[0]].sampling, [grammars[i] for i in batch])
+            for index, completion in zip(batch, completions):
+                if grammars[index] is not None and completion.finish_reason == "length":
+                    logger.warning(
+                        "transformers backend: request %d (model %s) cut at max_tokens=%d inside its JSON; raise max_tokens",
+                        index, self._model_name, requests[index].sampling.max_tokens,
+                    )  # fmt: skip
+                yield index, completion
 
-    def _generate_batch(self, prompts: list[str], sampling: SamplingParams) -> list[Completion]:
+    def _grammar(self, request: ChatRequest) -> Any:
+        """The compiled grammar of the request's schema (None: unconstrained); raises SchemaRejected."""
+        if self._grammars is None or request.json_schema is None:
+            return None
+        return self._grammars.compile(request.json_schema)
+
+    def _messages(self, request: ChatRequest) -> list[dict[str, str]]:
+        """Constrained requests go as they are; prompt-only mode spells the schema out."""
+        return list(request.messages) if self.constrained else request.messages_with_schema_in_prompt()
+
+    def _generate_batch(self, prompts: list[str], sampling: SamplingParams, grammars: list[Any]) -> list[Completion]:
         import torch
 
         started = time.perf_counter()
@@ -154,6 +226,10 @@ class TransformersBackend(Backend):
             options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if sampling.stop:
             options.update(stop_strings=list(sampling.stop), tokenizer=self._tokenizer)
+        if any(grammar is not None for grammar in grammars):
+            from transformers import LogitsProcessorList
+
+            options["logits_processor"] = LogitsProcessorList([self._grammars.processor(grammars)])
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.inference_mode():
@@ -184,3 +260,25 @@ class TransformersBackend(Backend):
     def close(self) -> None:
         self._model = None
         self._tokenizer = None
+        self._grammars = None
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _load_failure(model_name: str, folder: str, exc: BaseException) -> str:
+    """One line saying which model could not load and what to change."""
+    detail = " ".join(str(exc).split())
+    if len(detail) > 240:
+        detail = detail[:240] + "..."
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0")
+    if not Path(folder).exists() and offline:
+        hint = f"it is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it once (`hf download {folder}`) or pass a local folder"
+    elif not Path(folder).exists():
+        hint = "check the model id (or alias) and the network, or pass a local folder"
+    else:
+        hint = "the folder is not a complete Hugging Face model (config, weights and tokenizer)"
+    return f"transformers backend: cannot load model '{model_name}' ({folder}): {hint} [{detail}]"

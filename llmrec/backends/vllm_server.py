@@ -14,6 +14,7 @@ import atexit
 import dataclasses
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,6 +139,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+#: A traceback's last line: `pkg.module.SomeError: message`.
+_EXCEPTION_LINE = re.compile(r"^(?:\(\w+ pid=\d+\)\s*)?((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit)\b:?.*)$")
+#: Log-line prefixes that carry no cause (vLLM's process tags, tracebacks' frames).
+_NOISE = re.compile(r"^(\s|Traceback|\^|~|During handling|The above exception)")
+
+
+def start_failure_cause(log_path: Path, tail_bytes: int = 65536) -> str | None:
+    """The last meaningful line of a server log: the final exception line, else the last non-noise line."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - tail_bytes))
+            lines = log.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    meaningful = [line.strip() for line in lines if line.strip() and not _NOISE.match(line)]
+    for line in reversed(meaningful):
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return match.group(1)[:300]
+    return meaningful[-1][:300] if meaningful else None
+
+
 class VLLMServer:
     """One `vllm.entrypoints.openai.api_server` process serving `model_path` as `served_name`.
 
@@ -223,8 +246,10 @@ class VLLMServer:
         while time.monotonic() - started < self.start_timeout_s:
             assert self._process is not None
             if self._process.poll() is not None:
+                cause = start_failure_cause(self.log_path) if self.log_path else None
                 raise BackendError(
-                    f"vLLM server exited with code {self._process.returncode} while starting; see {self.log_path}"
+                    f"vLLM server for '{self.served_name}' ({self.model_path}) exited with code "
+                    f"{self._process.returncode} while starting: {cause or 'no cause in its log'}; see {self.log_path}"
                 )
             try:
                 if httpx.get(health, timeout=2.0).status_code == 200:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 
+import jsonschema
 import pytest
 
 from llmrec.backends import get_backend
+from llmrec.backends.base import ChatRequest
 from llmrec.backends.gguf_convert import ensure_converted, is_converted
 from llmrec.bundled import smollm2_gguf_path
-from llmrec.errors import ConfigError
+from llmrec.errors import BackendError, ConfigError
 from tests.backends.conftest import chat
 
 PROMPTS = [
@@ -58,16 +62,102 @@ def test_seeded_sampling_is_reproducible(smollm2):
     again = smollm2.generate(requests)
     assert [c.text for c in first] == [c.text for c in again]
     # ... and the seed is really used: other seeds sample other answers (fixed seeds, so no flakiness).
-    others = smollm2.generate([chat(PROMPTS[0], max_tokens=6, temperature=1.0, seed=s) for s in (8, 9, 10)])
+    # top_p 1: chat()'s default top_p of 0.1 keeps only the top token here, whatever the seed.
+    wide = [ChatRequest(r.messages, dataclasses.replace(r.sampling, top_p=1.0, seed=s)) for r, s in
+            zip([chat(PROMPTS[0], max_tokens=6, temperature=1.0)] * 3, (8, 9, 10))]  # fmt: skip
+    others = smollm2.generate(wide)
     assert {c.text for c in others} - {first[0].text}, "every seed gave the same answer"
 
 
-def test_schema_goes_into_the_prompt(smollm2):
-    schema = {"type": "object", "properties": {"genre": {"type": "string"}}, "required": ["genre"]}
-    plain, with_schema = smollm2.generate([chat(PROMPTS[1], max_tokens=2), chat(PROMPTS[1], max_tokens=2, json_schema=schema)])
+SCHEMA = {
+    "type": "object",
+    "properties": {"genre": {"type": "string", "maxLength": 20}, "year": {"type": "integer", "minimum": 1900, "maximum": 2030}},
+    "required": ["genre", "year"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def prompt_only():
+    """The fallback: the same model with the schema written into the prompt instead of constraining decoding."""
+    backend = get_backend("transformers", model="smollm2-135m", batch_size=4, constrained=False)
+    yield backend
+    backend.close()
+
+
+def test_constrained_and_free_rows_share_a_batch(smollm2):
+    question = "Name a movie genre and a year, as JSON."
+    constrained, free = smollm2.generate([chat(question, max_tokens=40, json_schema=SCHEMA), chat(question, max_tokens=12)])
+    answer = json.loads(constrained.text)  # the whole text is the JSON value
+    jsonschema.validate(answer, SCHEMA)
+    assert constrained.finish_reason == "stop"
+    assert free.text.strip() and free.finish_reason == "length"  # the free row was not held to any grammar
+    # Constrained requests carry no schema text in the prompt (the grammar does the work).
+    assert constrained.prompt_tokens == free.prompt_tokens
+
+
+def test_prompt_only_fallback_spells_the_schema_out_and_is_keyed_apart(smollm2, prompt_only, caplog):
+    with caplog.at_level(logging.INFO, logger="llmrec.backends.transformers_backend"):
+        plain, with_schema = prompt_only.generate([chat(PROMPTS[1], max_tokens=2), chat(PROMPTS[1], max_tokens=2, json_schema=SCHEMA)])
+    assert "answers not constrained (constrained=false)" in caplog.text
     assert with_schema.prompt_tokens > plain.prompt_tokens + 10
-    messages = chat(PROMPTS[1], json_schema=schema).messages_with_schema_in_prompt()
-    assert messages[0]["role"] == "system" and json.dumps(schema, sort_keys=True) in messages[0]["content"]
+    messages = chat(PROMPTS[1], json_schema=SCHEMA).messages_with_schema_in_prompt()
+    assert messages[0]["role"] == "system" and json.dumps(SCHEMA, sort_keys=True) in messages[0]["content"]
+    # The completion store keys by revision: constrained and prompt-only answers never mix.
+    assert smollm2.model_revision.endswith("+json:xgrammar") and prompt_only.model_revision != smollm2.model_revision
+
+
+def test_rejected_schema_fails_only_its_request(smollm2, caplog):
+    bad = {"type": "object", "properties": {"year": {"type": "integer", "minimum": 2000, "maximum": 1900}}}
+    with caplog.at_level(logging.WARNING, logger="llmrec.backends.transformers_backend"):
+        rejected, answered = smollm2.generate([chat("Name a year.", max_tokens=20, json_schema=bad),
+                                               chat("Name a genre.", max_tokens=40, json_schema=SCHEMA)])  # fmt: skip
+    assert rejected.finish_reason == "error" and rejected.completion_tokens == 0
+    assert "xgrammar rejects the JSON schema: Invalid range: minimum greater than maximum" in rejected.text
+    assert "constrained=false" in rejected.text
+    jsonschema.validate(json.loads(answered.text), SCHEMA)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "request 0 (model smollm2-135m)" in warnings[0] and "\n" not in warnings[0]
+
+
+def test_answer_cut_inside_its_json_is_reported(smollm2, caplog):
+    with caplog.at_level(logging.WARNING, logger="llmrec.backends.transformers_backend"):
+        (cut,) = smollm2.generate([chat("Name a movie genre and a year, as JSON.", max_tokens=4, json_schema=SCHEMA)])
+    assert cut.finish_reason == "length" and cut.completion_tokens == 4
+    with pytest.raises(ValueError):
+        json.loads(cut.text)
+    assert "cut at max_tokens=4 inside its JSON; raise max_tokens" in caplog.text
+
+
+def test_model_not_available_offline_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backend = get_backend("transformers", model="HuggingFaceTB/SmolLM2-360M-Instruct-not-downloaded")
+    with pytest.raises(BackendError) as caught:
+        backend.generate([chat("Hi")])
+    message = str(caught.value)
+    assert "\n" not in message and "HuggingFaceTB/SmolLM2-360M-Instruct-not-downloaded" in message
+    assert "not in the Hugging Face cache and HF_HUB_OFFLINE is set" in message
+
+
+def test_tokenizer_the_engine_cannot_map_is_one_line(tmp_path):
+    # A real model (SmolLM2's weights) paired with a real tokenizer class xgrammar has no mapping for.
+    folder = ensure_converted(smollm2_gguf_path())
+    model = tmp_path / "smollm2-byt5"
+    model.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        (model / name).symlink_to(folder / name)
+    template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    (model / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByT5Tokenizer", "chat_template": template}))
+    backend = get_backend("transformers", model=str(model))
+    with pytest.raises(BackendError) as caught:
+        backend.generate([chat("Hi", json_schema=SCHEMA)])
+    message = str(caught.value)
+    assert "\n" not in message and "cannot map the tokenizer of model" in message and "ByT5Tokenizer" in message
+    assert "--backend-option constrained=false" in message
+    # The fallback the message names does work with that tokenizer.
+    fallback = get_backend("transformers", model=str(model), constrained=False)
+    (answer,) = fallback.generate([chat("Hi", max_tokens=3, json_schema=SCHEMA)])
+    assert answer.completion_tokens >= 1
 
 
 def test_converted_folder_is_reused_and_decodes_newlines():
@@ -91,3 +181,5 @@ def test_unknown_option_and_missing_gguf_are_config_errors(tmp_path):
         get_backend("transformers", model=str(tmp_path / "absent.gguf"))
     with pytest.raises(ConfigError, match="unknown backend"):
         get_backend("llamafile")
+    with pytest.raises(ConfigError, match="quantize must be none or int8"):
+        get_backend("transformers", quantize="int4")
