@@ -40,6 +40,7 @@ class JobConfig:
     augment: Any
     embed: EmbedConfig
     train: Any
+    compare: Any  # llmrec.recommender.comparison.CompareConfig: baselines, ablations, paired tests
 
 
 def load_job_config(config_path: Path | None, overrides: Mapping[str, Mapping[str, Any]]) -> JobConfig:
@@ -47,13 +48,15 @@ def load_job_config(config_path: Path | None, overrides: Mapping[str, Mapping[st
     from llmrec.augment.settings import AugmentConfig
     from llmrec.data.prepare import PrepareConfig
     from llmrec.errors import ConfigError
+    from llmrec.recommender.comparison import CompareConfig
     from llmrec.recommender.options import TrainConfig
 
     document = load_toml(config_path)
-    unknown = sorted(set(document) - {"data", "augment", "embed", "train"})
+    unknown = sorted(set(document) - {"data", "augment", "embed", "train", "compare"})
     if unknown:
-        raise ConfigError(f"{config_path}: unknown table(s) {unknown}; expected data, augment, embed, train")
-    classes = {"data": PrepareConfig, "augment": AugmentConfig, "embed": EmbedConfig, "train": TrainConfig}
+        raise ConfigError(f"{config_path}: unknown table(s) {unknown}; expected data, augment, embed, train, compare")
+    classes = {"data": PrepareConfig, "augment": AugmentConfig, "embed": EmbedConfig, "train": TrainConfig,
+               "compare": CompareConfig}
     built = {name: build(cls, name, document.get(name), overrides.get(name)) for name, cls in classes.items()}
     return JobConfig(**built)
 
@@ -74,6 +77,15 @@ def _timed(stage: str, seconds: dict[str, float]) -> Iterator[None]:
     logger.info("run: stage %s done in %.1f s", stage, seconds[stage])
 
 
+def candidate_options(train: Any) -> dict[str, Any]:
+    """The LightGCN baseline's options, so the candidates' base model is that baseline's fit (trained once)."""
+    from llmrec.recommender.comparison import SHARED_OPTIONS, baseline_config
+
+    lightgcn = baseline_config(train, "lightgcn")
+    per_call = ("seed", "seeds", "device", "max_epochs", "protocol", "eval_batch_size")
+    return {key: getattr(lightgcn, key) for key in SHARED_OPTIONS if key not in per_call}
+
+
 def run_job(run_dir: Path | str, config: JobConfig) -> JobResult:
     """Run every stage on `run_dir` and write `report.md`."""
     from llmrec.augment.candidates import generate_candidates
@@ -87,19 +99,20 @@ def run_job(run_dir: Path | str, config: JobConfig) -> JobResult:
     seconds: dict[str, float] = {}
     with _timed("prepare", seconds):
         prepare_run(run_dir, config.data)
-    for section in ("augment", "embed", "train"):
+    for section in ("augment", "embed", "train", "compare"):
         write_effective_config(run_dir, section, getattr(config, section))
     augment = config.augment
     if "edges" in augment.what:
         with _timed("candidates", seconds):  # base LightGCN + top-k unseen items per user
+            epochs = augment.candidates_epochs if augment.candidates_epochs is not None else config.train.max_epochs
             generate_candidates(run_dir, augment.candidates_k, seed=augment.seed, device=augment.device,
-                                epochs=augment.candidates_epochs)  # fmt: skip
+                                epochs=epochs, options=candidate_options(config.train))  # fmt: skip
     with _timed("augment", seconds):
         augment_with_settings(run_dir, augment)
     with _timed("embed", seconds):
         embed_run(run_dir, model=config.embed.model, device=config.embed.device, batch_size=config.embed.batch_size)
     with _timed("train", seconds):
-        compare_with_baselines(run_dir, config.train)
+        compare_with_baselines(run_dir, config.train, compare=config.compare)
     with _timed("report", seconds):
         report_path = write_report(run_dir, seconds)
     return JobResult(run_dir, seconds, report_path)

@@ -77,12 +77,21 @@ def top_k_unseen(
 
 
 def generate_candidates(
-    run_dir: Path | str, k: int = 10, *, seed: int = 0, device: str = "auto", epochs: int | None = None
+    run_dir: Path | str,
+    k: int = 10,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    epochs: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> CandidatesResult:
     """Train LightGCN on the training split and write each user's top-k unseen items.
 
     `epochs=None` means the model's default, or - when this run already has
     current candidates for the same `k` and `seed` - whatever they were made with.
+    `options` are further `TrainConfig` options of the base LightGCN; `llmrec run`
+    passes its LightGCN baseline's, so the baseline reuses this fit (it is kept in
+    `model/_fits/`) instead of training the same model twice.
     """
     from llmrec.data.tables import load_split
     from llmrec.evaluation import interactions_to_csr
@@ -92,7 +101,9 @@ def generate_candidates(
         from llmrec.errors import ConfigError
 
         raise ConfigError(f"candidates: k must be >= 2 (a liked and a disliked pick), got {k}")
-    params = {"k": k, "seed": seed, "epochs": epochs, "model": "lightgcn"}
+    params: dict[str, Any] = {"k": k, "seed": seed, "epochs": epochs, "model": "lightgcn"}
+    if options:
+        params["options"] = dict(options)
     inputs = {"train.parquet": artifacts.sha256_file(run_dir / "train.parquet")}
     if epochs is None:  # "any epochs": reuse candidates already made with the same k and seed
         recorded = artifacts.read_manifest(run_dir)["stages"].get(STAGE, {}).get("params", {})
@@ -103,12 +114,13 @@ def generate_candidates(
         return CandidatesResult(run_dir / CANDIDATES_FILE, skipped=True, val_metrics=stats.get("val_metrics", {}))
 
     from llmrec.recommender.api import train_base_model
+    from llmrec.recommender.trainer import fit_record_path
 
     tables = load_split(run_dir)
-    options: dict[str, Any] = {"model": "lightgcn", "seed": seed, "device": device}
+    base: dict[str, Any] = {**(options or {}), "model": "lightgcn", "seed": seed, "device": device}
     if params["epochs"] is not None:
-        options["epochs"] = params["epochs"]
-    result = train_base_model(run_dir, **options)
+        base["epochs"] = params["epochs"]
+    result = train_base_model(run_dir, record=fit_record_path(run_dir, "lightgcn", seed), **base)
     seen = interactions_to_csr(tables.train, tables.n_users, tables.n_items, name=str(run_dir / "train.parquet"))
     items, scores = top_k_unseen(_as_numpy(result.user_embeddings), _as_numpy(result.item_embeddings), seen, k)
     n_users, width = items.shape

@@ -22,6 +22,14 @@ def _config(
     return build(TrainConfig, "train", load_toml(config_file).get("train"), overrides)
 
 
+def _compare_config(config_file: Path | None):  # -> CompareConfig (imported lazily)
+    """The `[compare]` table of the config file: baselines (e.g. "text-only"), ablations, paired tests."""
+    from llmrec.config import build, load_toml
+    from llmrec.recommender.comparison import CompareConfig
+
+    return build(CompareConfig, "compare", load_toml(config_file).get("compare"))
+
+
 def _print_doc_table(doc: dict) -> None:
     from llmrec.recommender.reporting import metrics_table
 
@@ -48,7 +56,10 @@ def train(
         None, "--protocol",
         help="standard (select on val, test once) | paper (the original code's test-set selection; labelled).",
     ),
-    baselines: bool = typer.Option(False, "--baselines", help="Also train popularity, MF-BPR, LightGCN; write model/comparison.md."),
+    baselines: bool = typer.Option(
+        False, "--baselines",
+        help="Also train popularity, MF-BPR, LightGCN (or the config's [compare] baselines); write model/comparison.md.",
+    ),
     stop_after_epochs: int = typer.Option(
         None, "--stop-after-epochs", help="Stop after N epochs, leaving a checkpoint that the next run resumes."
     ),
@@ -64,7 +75,7 @@ def train(
     write_effective_config(run, "train", train_config)
     try:
         if baselines:
-            compare_with_baselines(run, train_config, name)
+            compare_with_baselines(run, train_config, name, _compare_config(config))
             typer.echo((run / "model" / "comparison.md").read_text())
             return
         doc = train_and_evaluate(run, train_config, name)

@@ -38,12 +38,15 @@ def train_base_model(
     seed: int = 0,
     device: str = "auto",
     epochs: int | None = None,
+    record: Path | None = None,
     **options: Any,
 ) -> BaseModelResult:
     """Train `model` (lightgcn, mf or llmrec) on the run's train split, selected on validation.
 
     `epochs` caps the number of epochs (default: the model's default); other
-    `TrainConfig` options may be passed as keyword arguments.
+    `TrainConfig` options may be passed as keyword arguments. `record` keeps
+    the fit (weights, history) there, so `llmrec train` reuses it for the
+    same model, options and seed instead of training it again.
     """
     if model not in ("lightgcn", "mf", "llmrec"):
         raise ConfigError(f"train_base_model: model must be lightgcn, mf or llmrec, got {model!r}")
@@ -51,7 +54,8 @@ def train_base_model(
     config = TrainConfig(model=model, seed=seed, device=device, max_epochs=epochs, **options)
     device_name = str(resolve_device(config.device))
     evaluators = build_evaluators(data, "standard", device_name, config.eval_batch_size, with_test=False)
-    result = fit(data, config, seed, lambda trained: evaluators.selection.evaluate(make_scorer(trained)))
+    result = fit(data, config, seed, lambda trained: evaluators.selection.evaluate(make_scorer(trained)),
+                 reuse=record, record_to=record)
     users, items = final_representations(result.model)
     return BaseModelResult(
         user_embeddings=users.cpu().numpy().astype(np.float32),

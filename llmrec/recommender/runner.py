@@ -28,7 +28,14 @@ from llmrec.recommender.models import MatrixFactorization
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.protocol import build_evaluators, protocol_label, split_matrix
 from llmrec.recommender.reporting import mean_and_std, summary_markdown, write_training_curve
-from llmrec.recommender.trainer import SELECTION_METRIC, build_model, fit, make_scorer, resolve_device
+from llmrec.recommender.trainer import (
+    SELECTION_METRIC,
+    build_model,
+    fit,
+    fit_record_path,
+    make_scorer,
+    resolve_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +83,13 @@ def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, de
         return {"seed": seed, "best_epoch": 0, "epochs_run": 0, "selection": selection, "test": test,
                 "test_per_user": _per_user_record(evaluators.test, per_user), "history": [], "train_seconds": 0.0,
                 "engine": "none"}
-    result = fit(data, config, seed, lambda model: evaluators.selection.evaluate(make_scorer(model)), seed_dir)
+    result = fit(data, config, seed, lambda model: evaluators.selection.evaluate(make_scorer(model)), seed_dir,
+                 reuse=fit_record_path(data.run_dir, config.model, seed))
     test, per_user = evaluators.test.evaluate_per_user(make_scorer(result.model))  # the only look at the test split
     run = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
            "selection": result.best_metrics, "test": test, "test_per_user": _per_user_record(evaluators.test, per_user),
-           "history": result.history, "train_seconds": result.train_seconds, "engine": result.engine}
+           "history": result.history, "train_seconds": result.train_seconds, "engine": result.engine,
+           "reused_fit": result.reused}
     save_checkpoint(seed_dir / "best.pt", _checkpoint_payload(config, data, result.model, run, result.engine))
     (seed_dir / "resume.pt").unlink(missing_ok=True)
     return run

@@ -62,6 +62,7 @@ class FitResult:
     engine: str
     train_seconds: float
     epochs_run: int
+    reused: bool = False  # read from a fit record of the same options, seed and inputs (not trained again)
 
 
 @dataclass
@@ -248,19 +249,57 @@ def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
     return bool(projected_gain < config.trend_tolerance * progress.best_value)
 
 
+SPLIT_TABLES = ("users.parquet", "items.parquet", "train.parquet", "val.parquet", "test.parquet")
+
+
+def fit_record_path(run_dir: Path, model: str, seed: int) -> Path:
+    """Where the candidate stage leaves its base model's fit, for the baseline of the same options to reuse."""
+    return run_dir / "model" / "_fits" / f"{model}_seed{seed}.pt"
+
+
+def fit_fingerprint(data: RunData, config: TrainConfig, seed: int) -> dict[str, Any]:
+    """What decides a fit: its options (not the first-seed field), its seed, and the inputs its model reads."""
+    options = {key: value for key, value in config.resolve().fingerprint().items() if key != "seed"}
+    reads_features = config.model == "llmrec"
+    inputs = {key: value for key, value in data.input_digests.items() if reads_features or key in SPLIT_TABLES}
+    return {"config": options, "seed": seed, "inputs": inputs}
+
+
+def _reuse_fit(path: Path | None, fingerprint: dict[str, Any], model: MatrixFactorization) -> FitResult | None:
+    if path is None or not path.is_file():
+        return None
+    saved = load_checkpoint(path)
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    model.load_state_dict(saved["model"])
+    logger.info("reusing the fit in %s (same options, seed and inputs): not training again", path)
+    return FitResult(model, saved["best_epoch"], saved["best_metrics"], saved["history"], saved["engine"],
+                     saved["train_seconds"], saved["epochs_run"], reused=True)
+
+
 def fit(
     data: RunData,
     config: TrainConfig,
     seed: int,
     evaluate_selection: Evaluate,
     work_dir: Path | None = None,
+    reuse: Path | None = None,
+    record_to: Path | None = None,
 ) -> FitResult:
-    """Train one seed; return the model holding the weights of the best selection epoch."""
+    """Train one seed; return the model holding the weights of the best selection epoch.
+
+    `reuse`: a fit record (written through `record_to` by an earlier fit) whose
+    options, seed and inputs match is loaded instead of training again;
+    `record_to` writes such a record of this fit.
+    """
     config = config.resolve()
     assert config.lr is not None and config.max_epochs is not None
     device = resolve_device(config.device)
     seed_everything(seed)
     model, engine_name = build_model(config, data, device)
+    reused = _reuse_fit(reuse, fit_fingerprint(data, config, seed), model)
+    if reused is not None:
+        return reused
     optimizer = build_optimizer(model, config)
     generator = torch.Generator().manual_seed(seed)
     runner = _EpochRunner(model, data, config, device)
@@ -322,5 +361,11 @@ def fit(
         if interrupted and progress.epoch < config.max_epochs:
             raise TrainingInterrupted(f"stopped after {epochs_this_call} epoch(s) as asked; rerun to resume")
     model.load_state_dict(best_state)
+    if record_to is not None:
+        save_checkpoint(record_to, {
+            "fingerprint": fit_fingerprint(data, config, seed), "model": best_state, "best_epoch": progress.best_epoch,
+            "best_metrics": progress.best_metrics, "history": progress.history, "engine": engine_name,
+            "train_seconds": progress.train_seconds, "epochs_run": progress.epoch,
+        })
     return FitResult(model, progress.best_epoch, progress.best_metrics, progress.history, engine_name,
                      progress.train_seconds, progress.epoch)

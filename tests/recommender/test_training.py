@@ -141,3 +141,34 @@ def test_nan_selection_score_stops_training(ml_small_run: Path) -> None:
     data = load_run_data(ml_small_run)
     with pytest.raises(LLMRecError, match="NaN"):
         fit(data, dataclasses.replace(FAST_LIGHTGCN, max_epochs=2), 0, lambda model: {"recall@20": float("nan")})
+
+
+def test_baseline_reuses_the_candidate_stage_fit_when_the_options_match(ml_small_run: Path) -> None:
+    """`llmrec run` trains its base LightGCN once: the candidates' fit is the LightGCN baseline's seed 0."""
+    from llmrec.pipeline import candidate_options
+    from llmrec.recommender.api import train_base_model
+    from llmrec.recommender.comparison import baseline_config
+    from llmrec.recommender.runner import load_trained
+    from llmrec.recommender.trainer import final_representations, fit_fingerprint, fit_record_path
+
+    record = fit_record_path(ml_small_run, "lightgcn", 0)
+    base = train_base_model(ml_small_run, model="lightgcn", seed=0, device="cpu", epochs=3, record=record, lr=1e-2,
+                            engine="torch")
+    assert record.is_file()
+    same = TrainConfig(model="lightgcn", lr=1e-2, max_epochs=3, device="cpu", engine="torch")
+    doc = train_and_evaluate(ml_small_run, same)
+    assert doc["runs"][0]["reused_fit"] is True
+    assert doc["runs"][0]["best_epoch"] == base.best_epoch
+    assert doc["runs"][0]["selection"]["recall@20"] == base.val_metrics["recall@20"]
+    _, items = final_representations(load_trained(ml_small_run, "lightgcn", "cpu").model)
+    np.testing.assert_array_equal(items.numpy(), base.item_embeddings)
+    deeper = train_and_evaluate(ml_small_run, dataclasses.replace(same, n_layers=3), "lightgcn_3_layers")
+    assert deeper["runs"][0]["reused_fit"] is False
+
+    # the job passes its LightGCN baseline's options to the candidate stage, so the two fits are the same fit
+    data = load_run_data(ml_small_run)
+    job_train = TrainConfig(model="llmrec", n_layers=3, embedding_dim=32, engine="torch", patience=5)
+    candidates = TrainConfig(model="lightgcn", seed=7, device="cpu", max_epochs=job_train.max_epochs,
+                             **candidate_options(job_train))
+    baseline = baseline_config(job_train, "lightgcn")
+    assert fit_fingerprint(data, candidates, 0) == fit_fingerprint(data, baseline, 0)
