@@ -88,8 +88,8 @@ def generate_candidates(
     """Train LightGCN on the training split and write each user's top-k unseen items.
 
     `epochs=None` means the model's default, or - when this run already has
-    current candidates for the same `k` and `seed` - whatever they were made with.
-    `options` are further `TrainConfig` options of the base LightGCN; `llmrec run`
+    current candidates for the same `k` and `seed` - whatever they were made with;
+    `options=None` likewise. `options` are further `TrainConfig` options of the base LightGCN; `llmrec run`
     passes its LightGCN baseline's, so the baseline reuses this fit (it is kept in
     `model/_fits/`) instead of training the same model twice.
     """
@@ -105,9 +105,13 @@ def generate_candidates(
     if options:
         params["options"] = dict(options)
     inputs = {"train.parquet": artifacts.sha256_file(run_dir / "train.parquet")}
-    if epochs is None:  # "any epochs": reuse candidates already made with the same k and seed
-        recorded = artifacts.read_manifest(run_dir)["stages"].get(STAGE, {}).get("params", {})
-        params["epochs"] = recorded.get("epochs") if recorded.get("k") == k and recorded.get("seed") == seed else None
+    # "any epochs" / "any options": reuse candidates already made with the same k and seed
+    recorded = artifacts.read_manifest(run_dir)["stages"].get(STAGE, {}).get("params", {})
+    same_request = recorded.get("k") == k and recorded.get("seed") == seed
+    if epochs is None:
+        params["epochs"] = recorded.get("epochs") if same_request else None
+    if options is None and same_request and "options" in recorded:
+        params["options"] = recorded["options"]
     if artifacts.stage_is_current(run_dir, STAGE, params, inputs):
         logger.info("candidates: %s is up to date", run_dir / CANDIDATES_FILE)
         stats = artifacts.read_manifest(run_dir)["stages"][STAGE]["stats"]
@@ -117,7 +121,7 @@ def generate_candidates(
     from llmrec.recommender.trainer import fit_record_path
 
     tables = load_split(run_dir)
-    base: dict[str, Any] = {**(options or {}), "model": "lightgcn", "seed": seed, "device": device}
+    base: dict[str, Any] = {**params.get("options", {}), "model": "lightgcn", "seed": seed, "device": device}
     if params["epochs"] is not None:
         base["epochs"] = params["epochs"]
     result = train_base_model(run_dir, record=fit_record_path(run_dir, "lightgcn", seed), **base)

@@ -46,3 +46,12 @@ def test_generate_candidates_excludes_training_items_and_reruns_as_no_op(fresh_r
     assert generate_candidates(fresh_run, k=7, epochs=2).skipped
     assert generate_candidates(fresh_run, k=7).skipped  # epochs unspecified: the current candidates do
     assert artifacts.sha256_file(fresh_run / "candidates.parquet") == digest
+
+
+def test_candidates_made_with_job_options_are_reused_by_a_call_without_options(fresh_run: Path) -> None:
+    """`llmrec run` makes them with its LightGCN baseline's options; the augment stage then asks without any."""
+    first = generate_candidates(fresh_run, k=5, epochs=2, options={"embedding_dim": 16, "engine": "torch"})
+    assert not first.skipped
+    assert (fresh_run / "model" / "_fits" / "lightgcn_seed0.pt").is_file()  # kept for the LightGCN baseline
+    assert generate_candidates(fresh_run, k=5, epochs=2).skipped
+    assert not generate_candidates(fresh_run, k=5, epochs=2, options={"embedding_dim": 8, "engine": "torch"}).skipped
