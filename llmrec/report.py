@@ -42,8 +42,49 @@ def _augmentation_section(run_dir: Path, config: dict[str, Any]) -> list[str]:
         reasons = ", ".join(f"{reason} ({n})" for reason, n in list(counts.get("failure_reasons", {}).items())[:3])
         lines.append(f"| {what} | {counts['requested']} | {counts['valid']} | {counts['repaired']} | "
                      f"{counts['failed']} | {reasons or '-'} |")
-    return lines + ["", "Only valid and repaired answers enter the artifacts; failures are listed with reasons "
-                    "in `augment_report.json`.", ""]
+    lines += ["", "Only valid and repaired answers enter the artifacts; failures are listed with reasons "
+              "in `augment_report.json`.", ""]
+    return lines + _position_bias_section(report.get("edges", {}))
+
+
+def _position_bias_section(edges: dict[str, Any]) -> list[str]:
+    """Whether the LLM read the candidates: agreement across shuffled orders, answered positions vs uniform."""
+    check, bias = edges.get("consistency"), edges.get("position_bias")
+    if not check or not bias:
+        return []
+    lines = ["### Did the LLM read the edge candidates?", ""]
+    users, agreed = check["users"], check["agreed"]
+    share = f" ({agreed / users:.0%})" if users else ""
+    if check["orders"] > 1:
+        lines.append(f"- model `{bias['model']}`: each user asked under {check['orders']} shuffled candidate orders "
+                     f"(seed {check.get('candidate_order_seed', '?')}); an edge is kept only when the same items win "
+                     f"a majority: **{agreed} of {users} users{share}**. {check['position_locked']} of "
+                     f"{check['users_with_two_valid_orders']} users with two or more valid answers named the same "
+                     "candidate numbers under every order (answered by position, not by movie).")
+    else:
+        lines.append(f"- model `{bias['model']}`: one shuffled candidate order per user (seed "
+                     f"{check.get('candidate_order_seed', '?')}), no consistency check: {agreed} of {users} users kept.")
+    answers, width = bias["answers"], bias["candidates"]
+    if not answers:
+        return lines + ["- no valid edge answer, so no position histogram", ""]
+    lines += ["", f"Answered candidate numbers ({answers} valid answers). Orders are random, so a model that reads the "
+              "movies names every number about equally often (row `uniform`):", ""]
+    lines.append("| | " + " | ".join(str(n) for n in range(1, width + 1)) + " |")
+    lines.append("|---" * (width + 1) + "|")
+    for role in ("liked", "disliked"):
+        lines.append(f"| {role} | " + " | ".join(str(n) for n in bias[role]) + " |")
+    lines.append("| uniform | " + " | ".join(f"{n:.1f}" for n in bias["uniform"]) + " |")
+    lines.append("")
+    verdicts = []
+    for role in ("liked", "disliked"):
+        p_value = bias.get(f"{role}_chi2_p")
+        p_text = f", chi-square p = {p_value:.2g}" if p_value is not None else ""
+        verdicts.append(f"{role}: {bias[f'{role}_top_share']:.0%} at number {bias[f'{role}_top_position']}{p_text}")
+    biased = any((bias.get(f"{role}_chi2_p") or 1.0) < 0.01 for role in ("liked", "disliked"))
+    lines.append("- " + "; ".join(verdicts) + ". " + (
+        "**The answers follow the position, not the movies** (p < 0.01)." if biased
+        else "No sign of position bias at this sample size."))
+    return lines + [""]
 
 
 def _metrics_section(run_dir: Path) -> list[str]:

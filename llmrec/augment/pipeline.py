@@ -27,6 +27,7 @@ from llmrec import artifacts
 from llmrec.augment.tasks import (
     ATTRIBUTES,
     AUGMENTATIONS,
+    DEFAULT_EDGE_ORDERS,
     EDGES,
     PROFILES,
     Task,
@@ -41,6 +42,7 @@ from llmrec.augment.schemas import ANSWERS
 from llmrec.augment.validate import AnswerValidationError
 from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
 from llmrec.errors import ConfigError
+from llmrec.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,9 @@ class AugmentationCounts:
     model: str = ""
     template_hash: str = ""
     skipped: bool = False
+    #: Edges only: the permutation-consistency check and the answered-position histogram (`augment.consistency`).
+    consistency: dict[str, Any] = dataclasses.field(default_factory=dict)
+    position_bias: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -113,6 +118,7 @@ class AugmentOptions:
     max_tokens: int | None = None
     seed: int = 0
     candidates_k: int = 10
+    edge_orders: int = DEFAULT_EDGE_ORDERS
 
     def __post_init__(self) -> None:
         unknown = [w for w in self.what if w not in AUGMENTATIONS]
@@ -124,6 +130,8 @@ class AugmentOptions:
             raise ConfigError(f"augment: max_tokens must be >= 1, got {self.max_tokens}")
         if self.limit_users < 0 or (self.limit_items is not None and self.limit_items < 0):
             raise ConfigError("augment: limits must be >= 0 (0 = all)")
+        if self.edge_orders < 1:
+            raise ConfigError(f"augment: edge_orders must be >= 1 (1 = no consistency check), got {self.edge_orders}")
 
     def sampling(self, what: str) -> SamplingParams:
         base = DEFAULT_SAMPLING[what]
@@ -164,6 +172,26 @@ def _validated(task: Task, completion: Completion, max_tokens: int) -> tuple[Any
         return None, exc.reason
 
 
+def _ask(
+    store: Any, backend: Backend, tasks: Sequence[Task], requests: Sequence[ChatRequest], desc: str, usage: Any
+) -> list[tuple[str, Any, str | None]]:
+    """(text, value, reason) per request, validated as each answer arrives so progress can say how many are valid."""
+    from llmrec.store import UsageSummary
+
+    results: list[tuple[str, Any, str | None]] = [("", None, "no answer")] * len(requests)
+    this_call = UsageSummary()
+    try:
+        with Progress(len(requests), desc, "prompt", count_valid=True) as progress:
+            for index, completion in store.generate_iter(backend, requests, this_call, progress=False):
+                value, reason = _validated(tasks[index], completion, requests[index].sampling.max_tokens)
+                results[index] = (completion.text, value, reason)
+                progress.update(1, valid=reason is None, free=completion.cached)
+    finally:
+        usage.add(this_call)
+        logger.info("%s %s: %s", backend.name, backend.model_id, this_call.describe())
+    return results
+
+
 def answer_tasks(
     task_set: TaskSet, backend: Backend, store: Any, sampling: SamplingParams
 ) -> tuple[dict[int, Any], AugmentationCounts]:
@@ -173,25 +201,22 @@ def answer_tasks(
     tasks = task_set.tasks
     counts = AugmentationCounts(requested=len(tasks), model=backend.model_id, template_hash=task_set.template.template_hash)
     usage = UsageSummary()
-    first = store.generate(backend, [ChatRequest(t.messages, sampling, t.schema) for t in tasks])
-    usage.add(first.usage)
-    accepted: dict[int, Any] = {}
+    first = _ask(store, backend, tasks, [ChatRequest(t.messages, sampling, t.schema) for t in tasks],
+                 f"{task_set.what} {backend.model_id}", usage)  # fmt: skip
+    accepted: dict[Any, Any] = {}
     to_repair: list[tuple[Task, str, str]] = []
-    for task, completion in zip(tasks, first.completions):
-        value, reason = _validated(task, completion, sampling.max_tokens)
+    for task, (text, value, reason) in zip(tasks, first):
         if reason is None:
-            accepted[task.entity] = value
+            accepted[task.key] = value
             counts.valid += 1
         else:
-            to_repair.append((task, completion.text, reason))
+            to_repair.append((task, text, reason))
     if to_repair:
         repairs = [ChatRequest(repair_messages(t, text, reason), sampling, t.schema) for t, text, reason in to_repair]
-        second = store.generate(backend, repairs)
-        usage.add(second.usage)
-        for (task, _, first_reason), completion in zip(to_repair, second.completions):
-            value, reason = _validated(task, completion, sampling.max_tokens)
+        second = _ask(store, backend, [t for t, _, _ in to_repair], repairs, f"{task_set.what} repairs", usage)
+        for (task, _, first_reason), (_, value, reason) in zip(to_repair, second):
             if reason is None:
-                accepted[task.entity] = value
+                accepted[task.key] = value
                 counts.repaired += 1
             else:
                 counts.failed += 1
@@ -202,6 +227,23 @@ def answer_tasks(
         counts.requested, counts.valid, counts.repaired, counts.failed,
     )  # fmt: skip
     return accepted, counts
+
+
+def _edge_consensus(task_set: TaskSet, accepted: dict[Any, Any], options: AugmentOptions, counts: AugmentationCounts) -> dict[int, Any]:
+    """Per user, the edge a majority of the candidate orders agree on; the check's figures go into `counts`."""
+    from llmrec.augment.consistency import edge_consensus
+
+    consensus = edge_consensus(task_set.tasks, accepted, options.edge_orders, counts.model)
+    counts.consistency = {**consensus.consistency, "candidate_order_seed": options.seed}
+    counts.position_bias = consensus.position_bias
+    check, bias = consensus.consistency, consensus.position_bias
+    logger.info(
+        "edges: %d of %d users kept (same items won a majority of %d candidate orders; %d answered the same "
+        "positions under every order); liked answers at position %s: %.0f%% (uniform %.0f%%)",
+        check["agreed"], check["users"], options.edge_orders, check["position_locked"], bias["liked_top_position"],
+        100 * (bias["liked_top_share"] or 0), 100 / max(bias["candidates"], 1),
+    )  # fmt: skip
+    return consensus.edges
 
 
 def _table(what: str, accepted: dict[int, Any], model: str, template_hash: str) -> Any:
@@ -246,6 +288,9 @@ def _stage_params(what: str, backend: Backend, options: AugmentOptions, template
     }  # fmt: skip
     if what != ATTRIBUTES:
         params["history_budget"] = options.history_budget
+    if what == EDGES:  # the shuffled candidate orders are part of what was asked
+        params["candidate_order_seed"] = options.seed
+        params["edge_orders"] = options.edge_orders
     return params
 
 
@@ -293,7 +338,8 @@ def run_augmentation(
             if name not in options.what:
                 continue
             if name == EDGES:
-                task_set = edge_tasks(tables, candidates, users, options.history_budget, options.prompts_dir)
+                task_set = edge_tasks(tables, candidates, users, options.history_budget, options.prompts_dir,
+                                      orders=options.edge_orders, seed=options.seed)  # fmt: skip
             elif name == PROFILES:
                 task_set = profile_tasks(tables, users, options.history_budget, options.prompts_dir)
             else:
@@ -318,6 +364,8 @@ def _run_one(
         fields = {f.name for f in dataclasses.fields(AugmentationCounts)}
         return AugmentationCounts(**{k: v for k, v in recorded.items() if k in fields}, skipped=True)
     accepted, counts = answer_tasks(task_set, backend, store, options.sampling(what))
+    if what == EDGES:
+        accepted = _edge_consensus(task_set, accepted, options, counts)
     rel = ARTIFACT_FILES[what]
     _write_table(run_dir / rel, _table(what, accepted, counts.model, counts.template_hash))
     stats = {k: v for k, v in dataclasses.asdict(counts).items() if k not in ("failures", "usage", "skipped")}

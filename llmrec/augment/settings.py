@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrec.augment.pipeline import AugmentOptions, AugmentSummary, run_augmentation
+from llmrec.augment.tasks import DEFAULT_EDGE_ORDERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class AugmentConfig:
     max_tokens: int | None = None
     seed: int = 0
     candidates_k: int = 10
+    edge_orders: int = DEFAULT_EDGE_ORDERS
     candidates_epochs: int | None = None
     device: str = "auto"
 
@@ -41,7 +43,7 @@ class AugmentConfig:
             history_budget=self.history_budget,
             prompts_dir=Path(self.prompts_dir) if self.prompts_dir else None,
             temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-            seed=self.seed, candidates_k=self.candidates_k,
+            seed=self.seed, candidates_k=self.candidates_k, edge_orders=self.edge_orders,
         )  # fmt: skip
 
     def backend_kwargs(self) -> dict[str, Any]:

@@ -10,10 +10,12 @@ requests and answer them without the backend.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from llmrec.augment import schemas
@@ -23,16 +25,30 @@ from llmrec.prompts import PromptTemplate, load_template
 
 EDGES, PROFILES, ATTRIBUTES = "edges", "profiles", "attributes"
 AUGMENTATIONS = (EDGES, PROFILES, ATTRIBUTES)
+#: Candidate orders each edge question is asked under (the permutation-consistency check; 1 = off).
+DEFAULT_EDGE_ORDERS = 3
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One question: who it is about, the chat messages, the answer schema and its validator."""
+    """One question: who it is about, the chat messages, the answer schema and its validator.
+
+    An edge question is asked under several candidate orders: `order` says
+    which (0-based) and `shown` holds the candidate items in the order the
+    prompt lists them, so an answer's positions can be read back.
+    """
 
     entity: int
     messages: tuple[dict[str, str], ...]
     schema: dict[str, Any]
     validate: Callable[[str], Any]
+    order: int | None = None
+    shown: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> int | tuple[int, int]:
+        """What the answer is filed under: the entity, or (user, order) for one order of an edge question."""
+        return self.entity if self.order is None else (self.entity, self.order)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +92,41 @@ def _history_context(movies: list[dict[str, Any]], history: list[int]) -> list[d
     return [movies[item] for item in history]
 
 
+def candidate_orders(items: Sequence[int], orders: int, seed: int, user: int) -> list[tuple[int, ...]]:
+    """`orders` shuffles of one user's candidates, drawn from a generator seeded by (`seed`, `user`).
+
+    Candidates arrive in the base model's score order, and small LLMs answer by
+    position ("liked": 1, "disliked": 2 whatever the movies), so that order
+    would decide the edges. Seeding per user keeps a user's orders the same
+    whatever other users are selected (raising --limit-users reuses stored
+    answers). The orders are distinct while the candidates allow it.
+    """
+    rng = np.random.default_rng([seed % 2**63, user])
+    distinct = math.factorial(len(items)) if len(items) < 13 else orders
+    chosen: list[tuple[int, ...]] = []
+    while len(chosen) < orders:
+        shuffled = tuple(int(items[i]) for i in rng.permutation(len(items)))
+        if shuffled not in chosen or len(set(chosen)) >= distinct:
+            chosen.append(shuffled)
+    return chosen
+
+
 def edge_tasks(
-    tables: Any, candidates: pd.DataFrame, users: Sequence[int], history_budget: int, prompts_dir: Path | None
+    tables: Any,
+    candidates: pd.DataFrame,
+    users: Sequence[int],
+    history_budget: int,
+    prompts_dir: Path | None,
+    *,
+    orders: int = DEFAULT_EDGE_ORDERS,
+    seed: int = 0,
 ) -> TaskSet:
-    """Per user: history + numbered candidates -> liked / disliked candidate."""
+    """Per user and candidate order: history + numbered candidates -> liked / disliked candidate.
+
+    Each user is asked under `orders` shuffled candidate orders (see
+    `candidate_orders`); `augment.consistency` keeps an edge only when the
+    same items win a majority of them.
+    """
     template = load_template(EDGES, prompts_dir)
     movies = movie_descriptions(tables.items)
     histories = training_histories(tables.train, users, history_budget)
@@ -90,13 +137,15 @@ def edge_tasks(
         candidate_items = [int(i) for i in ranked.get(user, [])]
         if len(candidate_items) < 2:
             continue  # nothing to choose between; counted by the caller as not requested
-        numbered = [{"number": n + 1, **movies[item]} for n, item in enumerate(candidate_items)]
-        messages = template.render(history=_history_context(movies, histories[user]), candidates=numbered)
+        history = _history_context(movies, histories[user])
         history_set = known[user]
-        tasks.append(Task(
-            user, messages, schemas.edge_schema(len(candidate_items)),
-            lambda text, c=tuple(candidate_items), h=history_set: validate_edge_answer(text, c, h),
-        ))  # fmt: skip
+        schema = schemas.edge_schema(len(candidate_items))
+        for order, shown in enumerate(candidate_orders(candidate_items, orders, seed, user)):
+            numbered = [{"number": n + 1, **movies[item]} for n, item in enumerate(shown)]
+            tasks.append(Task(
+                user, template.render(history=history, candidates=numbered), schema,
+                lambda text, c=shown, h=history_set: validate_edge_answer(text, c, h), order, shown,
+            ))  # fmt: skip
     return TaskSet(EDGES, template, tasks)
 
 

@@ -64,6 +64,10 @@ def augment(
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed (also the candidate model's seed)."),
     candidates_k: int | None = typer.Option(None, "--candidates-k", help="Candidates per user for edges (default 10)."),
     candidates_epochs: int | None = typer.Option(None, "--candidates-epochs", help="Epochs of the candidate LightGCN."),
+    edge_orders: int | None = typer.Option(
+        None, "--edge-orders",
+        help="Shuffled candidate orders per edge question; an edge is kept when a majority agree (default 3; 1 = no check).",
+    ),  # fmt: skip
     device: str | None = typer.Option(None, "--device", help="Device of the candidate model (auto/cpu/cuda)."),
     config: Path | None = typer.Option(None, "--config", help="TOML file; its [augment] table sets options."),
 ) -> None:
@@ -79,7 +83,7 @@ def augment(
         "limit_items": _limit(limit_items, "--limit-items"), "history_budget": history_budget,
         "prompts_dir": str(prompts_dir) if prompts_dir else None, "temperature": temperature, "top_p": top_p,
         "max_tokens": max_tokens, "seed": seed, "candidates_k": candidates_k,
-        "candidates_epochs": candidates_epochs, "device": device,
+        "candidates_epochs": candidates_epochs, "edge_orders": edge_orders, "device": device,
     }  # fmt: skip
     settings = build(AugmentConfig, "augment", load_toml(config).get("augment"), overrides)
     summary = augment_with_settings(run, settings)
@@ -90,6 +94,14 @@ def augment(
         typer.echo(
             f"{name:<11} requested {counts.requested:>5}  valid {counts.valid:>5}  repaired {counts.repaired:>5}  "
             f"failed {counts.failed:>5}{note}" + (f"  top failure: {next(iter(reasons))}" if reasons else "")
+        )
+    edges = summary.counts.get("edges")
+    if edges is not None and edges.consistency and edges.position_bias.get("answers"):
+        check, bias = edges.consistency, edges.position_bias
+        typer.echo(
+            f"edges kept for {check['agreed']} of {check['users']} users (same items in a majority of "
+            f"{check['orders']} candidate orders); liked answered at number {bias['liked_top_position']} in "
+            f"{bias['liked_top_share']:.0%} of answers (uniform {1 / bias['candidates']:.0%})"
         )
     typer.echo(f"report: {run / 'augment_report.json'}")
 

@@ -83,13 +83,13 @@ def test_histories_never_show_validation_or_test_items(prepared_run: Path) -> No
     held_out = pd.concat([tables.val, tables.test])
     movies = movie_descriptions(tables.items)
     candidates = held_out.groupby("user").head(3).assign(rank=lambda f: f.groupby("user").cumcount(), score=0.0)
-    edges = edge_tasks(tables, candidates, users, history_budget=1000, prompts_dir=None)
+    edges = edge_tasks(tables, candidates, users, history_budget=1000, prompts_dir=None, orders=1)
     profiles = profile_tasks(tables, users, history_budget=1000, prompts_dir=None)
     checked = 0
     for edge_task, profile_task in zip(edges.tasks, profiles.tasks):
         user = edge_task.entity
         train_titles = {movies[i]["title"] for i in tables.train.loc[tables.train["user"] == user, "item"]}
-        history_lines = _history_lines(edge_task.messages[1]["content"].split("Candidates:")[0])
+        history_lines = _history_lines(edge_task.messages[1]["content"].split("Candidates")[0])
         assert history_lines == _history_lines(profile_task.messages[1]["content"])
         for item in held_out.loc[held_out["user"] == user, "item"]:
             if movies[item]["title"] in train_titles:
@@ -107,7 +107,8 @@ def test_edge_prompt_numbers_the_candidates_and_carries_a_schema(prepared_run: P
     candidates = pd.DataFrame({"user": user, "rank": range(4), "item": unseen, "score": 0.0})
     task = edge_tasks(tables, candidates, [user], 10, None).tasks[0]
     movies = movie_descriptions(tables.items)
-    for number, item in enumerate(unseen, start=1):
+    assert sorted(task.shown) == unseen  # shuffled, see test_position_bias.py
+    for number, item in enumerate(task.shown, start=1):
         assert f"[{number}] {movies[item]['title']}" in task.messages[1]["content"]
     assert task.schema["properties"]["liked"]["enum"] == [1, 2, 3, 4]
-    assert task.validate(json.dumps({"liked": 4, "disliked": 1})).liked == unseen[3]
+    assert task.validate(json.dumps({"liked": 4, "disliked": 1})).liked == task.shown[3]
