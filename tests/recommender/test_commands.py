@@ -120,3 +120,14 @@ def test_paired_test_pools_seeds_and_pairs_users() -> None:
     assert result["better"] == 12 and result["worse"] == 0
     assert result["p_value"] < 0.01
     assert paired_test(better, better)["p_value"] == 1.0
+
+
+def test_full_experiment_config_loads_as_documented() -> None:
+    from llmrec.pipeline import load_job_config
+
+    config = load_job_config(Path(__file__).resolve().parents[2] / "configs" / "full.toml", {})
+    assert config.augment.backend == "vllm" and config.augment.limit_users == 0 and config.augment.limit_items is None
+    assert set(config.augment.what) == {"edges", "profiles", "attributes"}
+    assert config.train.seeds == 5 and config.train.seed == config.augment.seed  # the base LightGCN is trained once
+    assert "text-only" in config.compare.baselines and config.compare.ablations
+    assert config.compare.paired_with == ("lightgcn", "text-only")
