@@ -2,7 +2,7 @@
 
 Synthetic bipartite graphs with a long tail on both sides (seeded): user
 activity is log-normal (sigma 1, at least 2 items), item popularity is Zipf
-(exponent 0.8, so the top item reaches about half the users, as in
+(exponent 0.8: the top item reaches a third to half of the users, as in
 MovieLens), and ids are shuffled so popularity is not correlated with id.
 Users = edges / 25 and items = edges / 50 at every size (mean degrees 25 and
 50). The parent draws each graph once and saves its pairs; every case then
@@ -13,8 +13,8 @@ in-memory `RunData`, so the peak RSS (`resource.getrusage`) is that case's.
 Why steps, not whole epochs: every step of LightGCN/LLMRec propagates the
 whole graph, so a step costs O(edges) and an epoch of edges/2048 steps costs
 O(edges^2); a 10^7-edge epoch is ~4,900 steps of seconds each. A case times
-one warm-up step and then 3-20 steps (~5 s of them; fewer if an epoch is shorter),
-and s/epoch = median step s x steps per epoch. A size is skipped for a case
+one warm-up step and then 3-20 steps (~5 s of them; fewer if an epoch is
+shorter), and s/epoch = median step s x steps per epoch. A size is skipped for a case
 when the step time extrapolated from the previous size would push the case
 past `CAP_S`, or when the memory model predicts more than `MEMORY_GB`.
 
@@ -296,13 +296,17 @@ def eval_worker(pairs_path: str, n_users: str, n_items: str) -> dict:
     }
 
 
-def _run_worker(*args: str) -> dict:
-    output = subprocess.run(
+def _run_worker(*args: str) -> dict | str:
+    """The worker's JSON result, or why it failed (one line), so that one failed case keeps the others."""
+    completed = subprocess.run(
         [sys.executable, "-m", "bench.bench_scale", "--worker", *args],
-        check=True, capture_output=True, text=True, cwd=Path(__file__).parents[1],
+        capture_output=True, text=True, cwd=Path(__file__).parents[1],
         env={**os.environ, "OMP_NUM_THREADS": "1"},  # DGL's own OpenMP pool too
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    )
+    if completed.returncode != 0:
+        last = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"failed with exit status {completed.returncode} ({last[:200]})"
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- driver and report
@@ -350,13 +354,16 @@ def _measure_training(graphs: dict[int, tuple[Path, int, int]]) -> tuple[list[di
                     break
             row = _run_worker("train", str(path), str(n_users), str(n_items), model, engine)
             logger.info("%s", row)
+            if isinstance(row, str):
+                skipped.append(f"{model}/{engine} at {target:.0e} edges: {row}")
+                break
             rows.append(row)
             previous = row
     return rows, skipped
 
 
-def _measure_evaluation(tmp: Path) -> list[dict]:
-    rows = []
+def _measure_evaluation(tmp: Path) -> tuple[list[dict], list[str]]:
+    rows, failed = [], []
     for n_users in EVAL_USERS:
         pairs, users, items = long_tail_graph(int(n_users / USERS_PER_EDGE), seed=1)
         path = tmp / f"eval-{n_users}.npy"
@@ -364,8 +371,11 @@ def _measure_evaluation(tmp: Path) -> list[dict]:
         del pairs
         row = _run_worker("eval", str(path), str(users), str(items))
         logger.info("%s", row)
+        if isinstance(row, str):
+            failed.append(f"evaluation of {n_users:,} users: {row}")
+            break
         rows.append(row)
-    return rows
+    return rows, failed
 
 
 def _case_rows(rows: list[dict], model: str, engine: str) -> list[dict]:
@@ -402,7 +412,7 @@ def _report(train_rows: list[dict], skipped: list[str], eval_rows: list[dict], l
             f"{row['peak_rss_mb']:.0f} | {_bottleneck(row)} |"
         )
     if skipped:
-        lines += ["", "Stopped (not run):", *(f"- {line}" for line in skipped)]
+        lines += ["", "Stopped (not run, or failed):", *(f"- {line}" for line in skipped)]
     lines += ["", "Growth exponents (log-log least squares over the sizes run; 1 = linear in edges):", "",
               "| model | engine | s/step | s/step, two largest sizes | s/epoch | s/epoch, two largest sizes "
               "| peak RSS above the smallest case's |", "|---|---|---|---|---|---|---|"]
@@ -510,7 +520,8 @@ def main() -> None:
                         n_users, n_items, np.bincount(pairs[:, 1]).max())
             del pairs
         train_rows, skipped = _measure_training(graphs)
-        eval_rows = _measure_evaluation(Path(tmp))
+        eval_rows, failed = _measure_evaluation(Path(tmp))
+        skipped += failed
     load_after = os.getloadavg()
     lines = _report(train_rows, skipped, eval_rows, (load_before[0], load_after[0]), time.perf_counter() - started)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
