@@ -38,7 +38,8 @@ BASELINES = ("popularity", "mf", "lightgcn", "text-only")
 # options every model of a comparison shares (the learning rate stays each model's own default)
 SHARED_OPTIONS = (
     "seed", "seeds", "device", "engine", "protocol", "batch_size", "eval_batch_size", "max_epochs", "min_epochs",
-    "patience", "trend_tolerance", "eval_every", "embedding_dim", "n_layers", "l2_reg", "max_grad_norm",
+    "patience", "relative_patience", "trend_tolerance", "eval_every", "embedding_dim", "n_layers", "l2_reg",
+    "max_grad_norm",
 )  # fmt: skip
 TEXT_ONLY: dict[str, float] = {"aug_sample_rate": 0.0, "user_profile_weight": 0.0, "item_attribute_weight": 0.0}
 ABLATIONS: dict[str, dict[str, float]] = {

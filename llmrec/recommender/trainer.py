@@ -224,22 +224,25 @@ class _EpochRunner:
 
 
 def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
-    """Stop when the best selection score is `patience` evaluations old AND the recent trend is flat.
+    """Stop when the best selection score is old AND the recent trend is flat.
 
-    The best-so-far alone depends on the learning rate: at lr 1e-3 LightGCN
-    dips below its epoch-2 score for ~20 epochs and then climbs for hundreds,
-    with plateaus long enough to exhaust a patience while it is still
-    improving. So the last `patience` evaluations must also project (least-
-    squares slope over the next `patience` evaluations) a gain below
-    `trend_tolerance` of the best score. A falling or flat curve stops; a
-    climbing one goes on to `max_epochs`. `min_epochs` stays a floor.
+    "Old" is relative to how long the best took: at least `patience`
+    evaluations and `relative_patience` times the evaluations up to the best.
+    The time scale of training follows the learning rate: at lr 1e-3 LightGCN
+    (ml-latest-small) dips below its epoch-2 score for ~20 epochs, then climbs
+    for hundreds with plateaus of 20+ epochs, which a fixed patience takes for
+    convergence (it stopped at epoch 89, test Recall@20 .206, against .264 at
+    lr 5e-3). "Flat": a least-squares line through the last `patience`
+    evaluations projects a gain below `trend_tolerance` of the best score over
+    their span. `min_epochs` stays a floor.
     """
     assert config.min_epochs is not None
     if progress.epoch < config.min_epochs:
         return False
     scores = [(row["epoch"], row[SELECTION_METRIC]) for row in progress.history if SELECTION_METRIC in row]
+    to_best = sum(1 for epoch, _ in scores if epoch <= progress.best_epoch)
     since_best = sum(1 for epoch, _ in scores if epoch > max(progress.best_epoch, config.min_epochs))
-    if since_best < config.patience:
+    if since_best < max(config.patience, math.ceil(config.relative_patience * to_best)):
         return False
     recent = np.asarray(scores[-config.patience:], dtype=np.float64)
     if len(recent) < 2:

@@ -36,6 +36,13 @@ def test_a_plateau_or_a_decline_after_the_best_is_stopped() -> None:
     assert not _should_stop(_progress(decline[:-1]), CONFIG)  # 19 evaluations since the best: patience not spent
 
 
+def test_a_late_best_needs_a_proportionally_longer_wait() -> None:
+    """Slow learners plateau longer: a best reached after 100 evaluations is not old after 25 flat ones."""
+    climb = [0.10 + 0.001 * step for step in range(100)]
+    assert not _should_stop(_progress(climb + [climb[-1] - 0.001] * 25), CONFIG)
+    assert _should_stop(_progress(climb + [climb[-1] - 0.001] * 50), CONFIG)  # 0.5 x 100 evaluations
+
+
 def test_patience_counts_evaluations() -> None:
     config = TrainConfig(model="lightgcn", min_epochs=0, max_epochs=1000, patience=4, eval_every=5).resolve()
     curve = [0.2, 0.25, 0.24, 0.24, 0.24, 0.24]
