@@ -56,6 +56,11 @@ def train(
         None, "--protocol",
         help="standard (select on val, test once) | paper (the original code's test-set selection; labelled).",
     ),
+    model_variant: str = typer.Option(
+        None, "--model-variant",
+        help="project (default) | original: the original LLMRec model's normalisation, softmax, AdamW, pruning "
+             "and attribute BPR (for reproducing it; labelled in every output).",
+    ),
     baselines: bool = typer.Option(
         False, "--baselines",
         help="Also train popularity, MF-BPR, LightGCN (or the config's [compare] baselines); write model/comparison.md.",
@@ -71,7 +76,8 @@ def train(
     from llmrec.recommender.trainer import TrainingInterrupted
 
     train_config = _config(config, model=model, max_epochs=epochs, lr=lr, seed=seed, seeds=seeds, device=device,
-                           engine=engine, protocol=protocol, stop_after_epochs=stop_after_epochs)
+                           engine=engine, protocol=protocol, model_variant=model_variant,
+                           stop_after_epochs=stop_after_epochs)
     write_effective_config(run, "train", train_config)
     try:
         if baselines:
