@@ -10,7 +10,8 @@ keeps the tqdm bar on a terminal and otherwise logs one line every
 The line comes from a timer thread, so it also comes while nothing finishes (a
 server starting, one long batch). Items served without work (answers from the
 completion store) count as done but not in the rate, so the time left is not
-flattered by a warm cache. A run that outlasted one interval ends with a final
+flattered by a warm cache; and the rate counts from the first item worked on,
+so a server's start-up or a model's loading does not stretch the time left. A run that outlasted one interval ends with a final
 line; short ones stay quiet.
 """
 
@@ -32,6 +33,9 @@ INTERVAL_ENV = "LLMREC_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 30.0
 
 T = TypeVar("T")
+#: Items finished within this many seconds of the first one arrived together (one batch):
+#: the rate is measured from that first batch on.
+_BURST_S = 0.25
 
 
 def progress_interval() -> float:
@@ -86,6 +90,8 @@ class Progress:
         self.postfix: dict[str, Any] = {}
         self.lines = 0
         self._started = time.monotonic()
+        self._first_work: float | None = None
+        self._first_burst = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
@@ -106,6 +112,12 @@ class Progress:
             self.valid += int(valid)
             if free:
                 self.free += n
+            else:
+                now = time.monotonic()
+                if self._first_work is None:
+                    self._first_work = now
+                if now - self._first_work <= _BURST_S:
+                    self._first_burst += n
         if self._bar is not None:
             if self.count_valid:
                 self._bar.set_postfix({"valid": self.valid, **self.postfix}, refresh=False)
@@ -129,7 +141,7 @@ class Progress:
         if self.count_valid:
             parts.append(f"{valid} valid")
         worked = done - free
-        rate = worked / elapsed if elapsed > 0 else 0.0
+        rate = self._rate(worked, elapsed)
         if worked:
             parts.append(f"{rate:.3g} {self.unit}s/s")
         if done < self.total:
@@ -138,6 +150,14 @@ class Progress:
             parts.append(f"in {_duration(elapsed)}")
         parts += [f"{name} {value}" for name, value in postfix.items()]
         return f"{self.desc}: " + ", ".join(parts)
+
+    def _rate(self, worked: int, elapsed: float) -> float:
+        """Items per second since the first batch finished; before a second one, over the whole elapsed time."""
+        with self._lock:
+            first, burst = self._first_work, self._first_burst
+        if first is not None and worked > burst:
+            return (worked - burst) / max(time.monotonic() - first, 1e-9)
+        return worked / elapsed if elapsed > 0 else 0.0
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval_s):

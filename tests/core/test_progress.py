@@ -104,3 +104,15 @@ def test_embedding_logs_progress_off_a_terminal(monkeypatch: pytest.MonkeyPatch,
     assert vectors.shape[0] == 300 and encoder.encoded == 300
     lines = _lines(caplog)
     assert lines and lines[-1].startswith("embed all-MiniLM-L6-v2: 300/300 texts (100%), "), lines
+
+
+def test_start_up_time_does_not_stretch_the_time_left() -> None:
+    """A server that takes long to start: the rate is measured from the first answer on."""
+    with Progress(100, "edges m", "prompt", interval_s=60, terminal=False) as progress:
+        time.sleep(1.5)  # start-up: nothing arrives
+        for _ in range(3):
+            progress.update(1)
+            time.sleep(0.3)
+        line = progress.line()
+    rate = float(re.search(r"([\d.]+) prompts/s", line).group(1))
+    assert rate > 1.8, line  # 2 more in 0.9 s after the first answer: ~2.2/s; over all 2.4 s it would be ~1.25/s
