@@ -2,9 +2,11 @@
 
 A kill point is "once `progress()` has reached `target`, wait `delay` seconds,
 then SIGKILL": progress is whatever the command commits (rows of the
-completion store, checkpoint epochs), so kills land inside real work rather
-than only during start-up. Points are drawn from a seeded RNG, so CI kills at
-the same places on every run.
+completion store, texts in the embedding cache, checkpoint epochs, artifacts
+written), so kills land inside real work rather than only during start-up.
+`watch` observes an uninterrupted run to learn which progress values exist and
+how fast they come; targets are drawn among them from a seeded RNG, so CI kills
+at the same places on every run.
 """
 
 from __future__ import annotations
@@ -80,6 +82,59 @@ def kill_at(
             process.wait()
         if log:
             out.close()
+
+
+@dataclasses.dataclass
+class Watched:
+    """An uninterrupted run, observed: when each progress value was first seen."""
+
+    returncode: int
+    seconds: float
+    seen: list[tuple[int, float]]  # (progress value, seconds since start), in order
+
+    @property
+    def final(self) -> int:
+        return self.seen[-1][0]
+
+    @property
+    def inside(self) -> list[int]:
+        """Progress values strictly between the start (0) and the finished state."""
+        return [value for value, _ in self.seen if 0 < value < self.final]
+
+    def step_seconds(self) -> float:
+        """Median time between two consecutive progress values during the work (not start-up)."""
+        times = sorted(t for _, t in self.seen[1:])
+        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        return gaps[len(gaps) // 2] if gaps else 0.0
+
+
+def watch(args: Sequence[str], progress: Callable[[], int], *, env: dict[str, str] | None = None,
+          timeout: float = 900, log: Path | None = None) -> Watched:  # fmt: skip
+    """Run `llmrec args` to the end, polling `progress`: where a kill can land, and how fast the work moves."""
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    started = time.monotonic()
+    process = subprocess.Popen(
+        llmrec_command(*args), cwd=REPO_ROOT, stdout=out, stderr=out, env={**os.environ, **(env or {})}
+    )
+    seen = [(0, 0.0)]
+    try:
+        while process.poll() is None:
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"llmrec {' '.join(args)} did not finish in {timeout} s")
+            value = progress()
+            if value > seen[-1][0]:
+                seen.append((value, time.monotonic() - started))
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if log:
+            out.close()
+    value = progress()
+    if value > seen[-1][0]:
+        seen.append((value, time.monotonic() - started))
+    return Watched(process.returncode, time.monotonic() - started, seen)
 
 
 def store_rows(path: Path) -> int:
