@@ -230,9 +230,9 @@ def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
     evaluations and `relative_patience` times the evaluations up to the best.
     The time scale of training follows the learning rate: at lr 1e-3 LightGCN
     (ml-latest-small) dips below its epoch-2 score for ~20 epochs, then climbs
-    for hundreds with plateaus of 20+ epochs, which a fixed patience takes for
-    convergence (it stopped at epoch 89, test Recall@20 .206, against .264 at
-    lr 5e-3). "Flat": a least-squares line through the last `patience`
+    for hundreds with plateaus (best at epoch 69, beaten only at 115), which a
+    fixed patience takes for convergence (it stopped at epoch 89, test
+    Recall@20 .206, against .264 at lr 5e-3). "Flat": a least-squares line through the last `patience`
     evaluations projects a gain below `trend_tolerance` of the best score over
     their span. `min_epochs` stays a floor.
     """

@@ -28,19 +28,24 @@ def test_a_climb_after_an_early_peak_is_not_stopped() -> None:
 
 
 def test_a_plateau_or_a_decline_after_the_best_is_stopped() -> None:
+    """Best at evaluation 30: stopped once it is 30 evaluations old (relative_patience 1) on a flat or falling curve."""
     rng = np.random.default_rng(0)
-    plateau = [0.20 + 0.002 * step for step in range(30)] + list(0.258 + 0.002 * rng.standard_normal(20) - 0.005)
+    climb = [0.20 + 0.002 * step for step in range(30)]
+    plateau = climb + list(0.253 + 0.002 * rng.standard_normal(30))
+    assert max(plateau[30:]) < max(climb)
     assert _should_stop(_progress(plateau), CONFIG)
-    decline = [0.20 + 0.002 * step for step in range(30)] + [0.258 - 0.001 * step for step in range(1, 21)]
+    decline = climb + [0.258 - 0.001 * step for step in range(1, 31)]
     assert _should_stop(_progress(decline), CONFIG)
-    assert not _should_stop(_progress(decline[:-1]), CONFIG)  # 19 evaluations since the best: patience not spent
+    assert not _should_stop(_progress(decline[:-1]), CONFIG)  # 29 evaluations since the best: not old enough
+    rising_again = climb + [0.240 + 0.0005 * step for step in range(30)]  # still below the best, but climbing
+    assert not _should_stop(_progress(rising_again), CONFIG)
 
 
 def test_a_late_best_needs_a_proportionally_longer_wait() -> None:
-    """Slow learners plateau longer: a best reached after 100 evaluations is not old after 25 flat ones."""
+    """Slow learners plateau longer: a best reached after 100 evaluations is not old after 60 flat ones."""
     climb = [0.10 + 0.001 * step for step in range(100)]
-    assert not _should_stop(_progress(climb + [climb[-1] - 0.001] * 25), CONFIG)
-    assert _should_stop(_progress(climb + [climb[-1] - 0.001] * 50), CONFIG)  # 0.5 x 100 evaluations
+    assert not _should_stop(_progress(climb + [climb[-1] - 0.001] * 60), CONFIG)
+    assert _should_stop(_progress(climb + [climb[-1] - 0.001] * 100), CONFIG)  # relative_patience 1 x 100
 
 
 def test_patience_counts_evaluations() -> None:
