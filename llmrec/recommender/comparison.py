@@ -169,7 +169,9 @@ def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str |
             docs[label] = train_and_evaluate(run_dir, variant, f"ablation_{_slug(label)}", data)
             entries.append(_entry(f"{name} {label}", docs[label]))
     paired = [paired_test(model_doc, docs[other]) for other in compare.paired_with if other in docs]
-    notes = [shared_options_note(config, entries), *_text_only_notes(data, compare),
+    variant = ([f"`model_variant = \"{config.model_variant}\"` applies to {name}, text-only and the ablations; "
+                "MF-BPR and LightGCN are the standard models."] if config.model_variant != "project" else [])
+    notes = [shared_options_note(config, entries), *variant, *_text_only_notes(data, compare),
              *(_paired_note(test) for test in paired)]
     _write_table(run_dir, "comparison", "Model comparison", config, entries, notes, paired)
     return entries
