@@ -170,8 +170,8 @@ def report(results: list[Measurement], args: argparse.Namespace, load_before: tu
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Validity is the model's, not the pipeline's: vLLM constrains decoding to each answer's JSON schema; "
-        "the transformers backend can only ask for JSON in the prompt.",
+        "Validity is the model's, not the pipeline's: vLLM constrains decoding to each answer's JSON schema, "
+        "and so does the transformers backend (xgrammar) unless `constrained=false` puts the schema in the prompt.",
         "",
     ])  # fmt: skip
 

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, metavar="MODE")
     args = parser.parse_args(argv if argv is not None else [])
 
-    load_before, uptime_before = os.getloadavg(), _uptime()
+    load_before = os.getloadavg()
     workdir = Path(os.environ.get("LLMREC_BENCH_WORKDIR") or tempfile.mkdtemp(prefix="llmrec-bench-inprocess-"))
     try:
         asked = questions(prepared_run(workdir), -(-args.prompts // 3))[: args.prompts]
@@ -191,22 +191,15 @@ def main(argv: list[str] | None = None) -> None:
             measured = _vllm_sequential(asked) if mode == "vllm sequential" else _in_process(mode, asked)
             if measured is not None:
                 results.append(measured)
+                # Written after every mode: a long run that is stopped keeps the modes it finished.
+                write_text(RESULTS, report(results, asked, load_before, os.getloadavg()))
     finally:
         if not os.environ.get("LLMREC_BENCH_WORKDIR"):
             shutil.rmtree(workdir, ignore_errors=True)
-    write_text(RESULTS, report(results, asked, load_before, uptime_before, os.getloadavg(), _uptime()))
     print(f"wrote {RESULTS}")
 
 
-def _uptime() -> str:
-    try:
-        return Path("/proc/uptime").read_text().split()[0] + " s up"
-    except OSError:
-        return "?"
-
-
-def report(results: list[Measurement], asked: list[Question], load_before: tuple[float, ...], uptime_before: str,
-           load_after: tuple[float, ...], uptime_after: str) -> str:  # fmt: skip
+def report(results: list[Measurement], asked: list[Question], load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
     baseline = next((m for m in results if m.mode == "vllm sequential"), None)
     rows = []
     for m in results:

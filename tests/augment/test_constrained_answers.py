@@ -24,7 +24,10 @@ from llmrec.data.tables import load_split
 
 #: Items asked about besides the users' edge and profile questions (>= 30 prompts in all).
 ITEMS = 14
-HISTORY = 10
+#: History items per prompt: prefill dominates in-process time on CPU, so short prompts.
+HISTORY = 5
+#: The module's 30 generations run inside one fixture; they take minutes on 2 shared cores.
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
