@@ -53,17 +53,18 @@ def _position_bias_section(edges: dict[str, Any]) -> list[str]:
     if not check or not bias:
         return []
     lines = ["### Did the LLM read the edge candidates?", ""]
-    users, agreed = check["users"], check["agreed"]
+    users, agreed, kept = check["users"], check["agreed"], check.get("kept", check["agreed"])
     share = f" ({agreed / users:.0%})" if users else ""
     if check["orders"] > 1:
         lines.append(f"- model `{bias['model']}`: each user asked under {check['orders']} shuffled candidate orders "
-                     f"(seed {check.get('candidate_order_seed', '?')}); an edge is kept only when the same items win "
-                     f"a majority: **{agreed} of {users} users{share}**. {check['position_locked']} of "
+                     f"(seed {check.get('candidate_order_seed', '?')}); the same items won a majority for "
+                     f"**{agreed} of {users} users{share}**. {check['position_locked']} of "
                      f"{check['users_with_two_valid_orders']} users with two or more valid answers named the same "
-                     "candidate numbers under every order (answered by position, not by movie).")
+                     "candidate numbers under every order (answered by position, not by movie; no edge). "
+                     f"Edges kept: **{kept}**.")
     else:
         lines.append(f"- model `{bias['model']}`: one shuffled candidate order per user (seed "
-                     f"{check.get('candidate_order_seed', '?')}), no consistency check: {agreed} of {users} users kept.")
+                     f"{check.get('candidate_order_seed', '?')}), no consistency check: {kept} of {users} users kept.")
     answers, width = bias["answers"], bias["candidates"]
     if not answers:
         return lines + ["- no valid edge answer, so no position histogram", ""]

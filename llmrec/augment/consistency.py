@@ -8,7 +8,12 @@ shuffled candidate orders (`tasks.candidate_orders`) and an edge is kept only
 when the same items win a strict majority of the `k` orders: the liked item
 named liked in more than k/2 of them, and the disliked item likewise (an
 invalid answer votes for nothing). A model that reads the titles agrees with
-itself across orders; one that answers by position does not.
+itself across orders; one that answers by position does not, except when the
+shuffles happen to put the same movies at its favourite numbers: so a user
+whose valid answers named the same numbers under every order
+("position-locked") gets no edge either, majority or not. Measured through
+vLLM on 40 ml-latest-small users: SmolLM2-135M was position-locked for 40 of
+40, and 3 of them still had a chance majority.
 
 The position histogram counts which candidate numbers the valid answers named,
 against what a model indifferent to position would give (uniform over each
@@ -102,26 +107,29 @@ def position_histogram(tasks: Sequence[Task], accepted: Mapping[Any, Any], model
 
 
 def edge_consensus(tasks: Sequence[Task], accepted: Mapping[Any, Any], orders: int, model: str) -> EdgeConsensus:
-    """Keep each user's majority edge; count agreement and position-locked users."""
+    """Keep each user's majority edge unless the user is position-locked; count agreement and locks."""
     edges: dict[int, EdgeChoice] = {}
-    unanimous = locked = answered = 0
+    agreed = unanimous = locked = answered = 0
     by_user = _answers_by_user(tasks, accepted)
     for user, answers in by_user.items():
         edge = majority_edge([choice for _, choice in answers], orders)
-        if edge is not None:
-            edges[user] = edge
+        agreed += edge is not None
         valid = [(task, choice) for task, choice in answers if choice is not None]
+        is_locked = False
         if len(valid) >= 2:
             answered += 1
             if len(valid) == len(answers) and len({(c.liked, c.disliked) for _, c in valid}) == 1:
                 unanimous += 1
             # The same numbers under different orders: the answer followed the position, not the movie.
-            if len({_positions(task, choice) for task, choice in valid}) == 1 and len({t.shown for t, _ in valid}) > 1:
-                locked += 1
+            is_locked = len({_positions(t, c) for t, c in valid}) == 1 and len({t.shown for t, _ in valid}) > 1
+            locked += is_locked
+        if edge is not None and not is_locked:
+            edges[user] = edge
     users = len(by_user)
     consistency = {
-        "orders": orders, "users": users, "agreed": len(edges),
-        "agreement_rate": round(len(edges) / users, 4) if users else None,
+        "orders": orders, "users": users, "agreed": agreed,
+        "agreement_rate": round(agreed / users, 4) if users else None,
         "unanimous": unanimous, "users_with_two_valid_orders": answered, "position_locked": locked,
+        "kept": len(edges),
     }  # fmt: skip
     return EdgeConsensus(edges, consistency, position_histogram(tasks, accepted, model))

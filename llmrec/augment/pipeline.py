@@ -238,10 +238,10 @@ def _edge_consensus(task_set: TaskSet, accepted: dict[Any, Any], options: Augmen
     counts.position_bias = consensus.position_bias
     check, bias = consensus.consistency, consensus.position_bias
     logger.info(
-        "edges: %d of %d users kept (same items won a majority of %d candidate orders; %d answered the same "
-        "positions under every order); liked answers at position %s: %.0f%% (uniform %.0f%%)",
-        check["agreed"], check["users"], options.edge_orders, check["position_locked"], bias["liked_top_position"],
-        100 * (bias["liked_top_share"] or 0), 100 / max(bias["candidates"], 1),
+        "edges: %d of %d users kept (same items won a majority of %d candidate orders for %d; %d answered the "
+        "same positions under every order); liked answers at position %s: %.0f%% (uniform %.0f%%)",
+        check["kept"], check["users"], options.edge_orders, check["agreed"], check["position_locked"],
+        bias["liked_top_position"], 100 * (bias["liked_top_share"] or 0), 100 / max(bias["candidates"], 1),
     )  # fmt: skip
     return consensus.edges
 

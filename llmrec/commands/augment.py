@@ -99,8 +99,9 @@ def augment(
     if edges is not None and edges.consistency and edges.position_bias.get("answers"):
         check, bias = edges.consistency, edges.position_bias
         typer.echo(
-            f"edges kept for {check['agreed']} of {check['users']} users (same items in a majority of "
-            f"{check['orders']} candidate orders); liked answered at number {bias['liked_top_position']} in "
+            f"edges kept for {check['kept']} of {check['users']} users (same items in a majority of "
+            f"{check['orders']} candidate orders: {check['agreed']}; same numbers under every order: "
+            f"{check['position_locked']}); liked answered at number {bias['liked_top_position']} in "
             f"{bias['liked_top_share']:.0%} of answers (uniform {1 / bias['candidates']:.0%})"
         )
     typer.echo(f"report: {run / 'augment_report.json'}")

@@ -71,7 +71,7 @@ def test_accounting_and_artifacts_hold_only_validated_rows(augmented: dict) -> N
         assert report[what]["valid"] == count.valid and report[what]["failed"] == count.failed
         frame = pd.read_parquet(run_dir / ARTIFACT_FILES[what])
         # Edges: one row per user whose candidate orders agreed (see test_position_bias.py).
-        assert len(frame) == (count.consistency["agreed"] if what == "edges" else count.valid + count.repaired)
+        assert len(frame) == (count.consistency["kept"] if what == "edges" else count.valid + count.repaired)
         assert set(frame["template_hash"]) <= {load_template(what).template_hash}
         assert set(frame["model"]) <= {"smollm2-135m"}
         if what != "edges":  # an edge can stand on a majority of orders while one order failed

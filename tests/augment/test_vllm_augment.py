@@ -22,7 +22,7 @@ def test_vllm_backend_with_schema_constrained_answers(vllm_server, prepared_run:
     summary = run_augmentation(run_dir, backend, store_path=tmp_path / "store.sqlite", options=options, candidates_epochs=2)
     for what, count in summary.counts.items():
         assert count.valid + count.repaired + count.failed == count.requested > 0
-        kept = count.consistency["agreed"] if what == "edges" else count.valid + count.repaired
+        kept = count.consistency["kept"] if what == "edges" else count.valid + count.repaired
         assert len(pd.read_parquet(run_dir / ARTIFACT_FILES[what])) == kept
     # Constrained decoding: edge answers are always JSON with in-range candidate numbers, so the
     # only failure left for a tiny model is picking the same candidate twice.
