@@ -472,13 +472,13 @@ def _memory_section(train_rows: list[dict]) -> list[str]:
             measured_growth = row["peak_rss_mb"] - case[0]["peak_rss_mb"]
             predicted = case[0]["peak_rss_mb"] + growth
             error_growth = (growth - measured_growth) / measured_growth if measured_growth > 0 else float("nan")
-            if row["edges"] >= 10**6:
+            if row["edges"] >= 0.9 * 10**6:  # the drawn graphs fall a little short of their target
                 errors.append(error_growth)
             lines.append(f"| {model} | {engine} | {row['edges']:,} | {predicted:.0f} | {row['peak_rss_mb']:.0f} | "
                          f"{(predicted - row['peak_rss_mb']) / row['peak_rss_mb']:+.0%} | {error_growth:+.0%} |")
     if errors:
         lines += ["", f"At >= 10^6 edges the predicted growth is off by {min(errors):+.0%} to {max(errors):+.0%} "
-                  "(negative = under-predicted)."]
+                  "(negative = under-predicted; where positive, the GPU sizes below are conservative)."]
     lines += [
         "",
         "Largest graph that fits a GPU (users/items in the ratios above; device memory = everything but the "
