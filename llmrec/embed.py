@@ -235,26 +235,28 @@ class TextEncoder:
         self.cached += len(unique) - len(missing)
         if missing:
             logger.info("embedding %d new texts with %s on %s", len(missing), self.key, self.device)
-            vectors = self._encode_texts([unique[sha] for sha in missing])
-            fresh = dict(zip(missing, vectors))
-            cache.put_many(self.key, fresh)
-            known.update(fresh)
-            self.encoded += len(missing)
+            # Each step is committed as soon as it is encoded: a killed run keeps what it encoded,
+            # and its rerun encodes the same steps (the same texts together) as an uninterrupted run.
+            for start, vectors in self._encode_texts([unique[sha] for sha in missing]):
+                fresh = dict(zip(missing[start : start + len(vectors)], vectors))
+                cache.put_many(self.key, fresh)
+                known.update(fresh)
+                self.encoded += len(fresh)
         if not texts:
             return np.zeros((0, self.dim(cache)), dtype=np.float32)
         return np.stack([known[sha] for sha in hashes]).astype(np.float32, copy=False)
 
-    def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Encode in steps of a few batches, so progress shows on a terminal and in a log file alike."""
+    def _encode_texts(self, texts: list[str]) -> Iterator[tuple[int, np.ndarray]]:
+        """Encode in steps of a few batches, yielding (offset, vectors) per step; progress shows on a
+        terminal and in a log file alike."""
         model = self._load()
         step = self.batch_size * _BATCHES_PER_PROGRESS_STEP
-        parts = []
         with Progress(len(texts), f"embed {self.key.split('@')[0]}", "text") as progress:
             for start in range(0, len(texts), step):
                 part = texts[start : start + step]
-                parts.append(model.encode(part, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False))
+                vectors = model.encode(part, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+                yield start, vectors.astype(np.float32, copy=False)
                 progress.update(len(part))
-        return np.concatenate(parts).astype(np.float32, copy=False)
 
     def dim(self, cache: EmbeddingCache) -> int:
         """Vector size; read from the cache so a fully cached run never loads the model."""
