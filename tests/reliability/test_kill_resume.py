@@ -95,7 +95,9 @@ def _points(reference: Watched, seed: int) -> list[KillPoint]:
     # skip the targets it passed, and the spares keep the count of distinct inside kills.
     targets = sorted(rng.sample(inside, min(len(inside), KILL_POINTS - STARTUP_KILLS + SPARE_TARGETS)))
     step = reference.step_seconds()
-    startup = [KillPoint(0, rng.uniform(0.3, max(0.5, reference.seen[1][1] * 0.8))) for _ in range(STARTUP_KILLS)]
+    # Imports and model loading take seconds on any machine; a delay scaled to the reference's first
+    # commit could outlast a whole rerun when the machine's load drops between the two.
+    startup = [KillPoint(0, rng.uniform(0.3, 3.0)) for _ in range(STARTUP_KILLS)]
     return startup + [KillPoint(target, rng.uniform(0.0, step * 0.25)) for target in targets]
 
 
