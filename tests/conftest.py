@@ -59,7 +59,21 @@ os.environ.setdefault(
 
 
 @pytest.fixture(scope="session")
-def vllm_server(shared_home: Path):
+def vllm_python() -> Path:
+    """The vLLM venv's python; skips without it, or fails under LLMREC_REQUIRE_VLLM=1 (.ci/run)."""
+    from llmrec.backends.vllm_server import default_vllm_python
+
+    python = default_vllm_python()
+    if not python.exists():
+        message = f"vLLM venv not found ({python}); run `make setup-vllm` or set LLMREC_VLLM_PYTHON"
+        if os.environ.get("LLMREC_REQUIRE_VLLM") == "1":
+            pytest.fail(f"{message} (LLMREC_REQUIRE_VLLM=1: the vLLM tests must run here)")
+        pytest.skip(message)
+    return python
+
+
+@pytest.fixture(scope="session")
+def vllm_server(shared_home: Path, vllm_python: Path):
     """A real vLLM-CPU server on 127.0.0.1 serving the bundled SmolLM2 as `smollm2-135m`.
 
     Started once per session (~55 s to healthy) from `.venv-vllm` (or
@@ -70,17 +84,11 @@ def vllm_server(shared_home: Path):
     fails every vLLM test instead of quietly skipping them.
     """
     from llmrec.backends.gguf_convert import ensure_converted
-    from llmrec.backends.vllm_server import VLLMServer, default_vllm_python
+    from llmrec.backends.vllm_server import VLLMServer
     from llmrec.bundled import smollm2_gguf_path
 
-    python = default_vllm_python()
-    if not python.exists():
-        message = f"vLLM venv not found ({python}); run `make setup-vllm` or set LLMREC_VLLM_PYTHON"
-        if os.environ.get("LLMREC_REQUIRE_VLLM") == "1":
-            pytest.fail(f"{message} (LLMREC_REQUIRE_VLLM=1: the vLLM tests must run here)")
-        pytest.skip(message)
     folder = ensure_converted(smollm2_gguf_path())
-    server = VLLMServer(folder, "smollm2-135m", python=python, log_path=shared_home / "logs" / "vllm-tests.log")
+    server = VLLMServer(folder, "smollm2-135m", python=vllm_python, log_path=shared_home / "logs" / "vllm-tests.log")
     with server:
         yield server
 

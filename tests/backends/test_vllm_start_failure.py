@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from llmrec.backends.vllm_server import VLLMServer, default_vllm_python, start_failure_cause
+from llmrec.backends.vllm_server import VLLMServer, start_failure_cause
 from llmrec.errors import BackendError
 
 
 @pytest.mark.vllm
-def test_model_not_available_offline_names_the_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    python = default_vllm_python()
-    if not python.exists():
-        message = f"vLLM venv not found ({python})"
-        if os.environ.get("LLMREC_REQUIRE_VLLM") == "1":
-            pytest.fail(f"{message} (LLMREC_REQUIRE_VLLM=1: the vLLM tests must run here)")
-        pytest.skip(message)
+def test_model_not_available_offline_names_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vllm_python: Path
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     log = tmp_path / "vllm.log"
-    server = VLLMServer("mistralai/Mistral-7B-Instruct-v0.3", "mistral", python=python, log_path=log, start_timeout_s=240)
+    server = VLLMServer("mistralai/Mistral-7B-Instruct-v0.3", "mistral", python=vllm_python, log_path=log, start_timeout_s=240)
     with pytest.raises(BackendError) as caught:
         server.start()
     message = str(caught.value)
