@@ -21,7 +21,7 @@ demo: setup
 
 # pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
 test: setup setup-vllm
-	$(VENV)/bin/python -m pytest -q; rc=$$?; \
+	$(VENV)/bin/python -m pytest -q --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: setup setup-vllm
