@@ -27,16 +27,17 @@ from llmrec.augment.pipeline import ARTIFACT_FILES, REPORT_FILE, AugmentOptions,
 from llmrec.data.tables import load_split
 from llmrec.prompts import load_template
 
-# Short prompts and answers: SmolLM2 runs at ~12 tokens/s on 2 CPU cores. One candidate order per
+# Short prompts; answer budgets sized from each schema (a fixed 32 tokens cut every constrained
+# profile inside its JSON). SmolLM2 runs at ~12 tokens/s on 2 CPU cores. One candidate order per
 # user: SmolLM2 answers by position, so the consistency check (tests/augment/test_position_bias.py)
 # would keep no edge and the edge invariants below would check nothing.
-USERS, ITEMS, MAX_TOKENS, HISTORY, K = 4, 5, 32, 8, 5
+USERS, ITEMS, HISTORY, K = 4, 5, 8, 5
 OPTIONS = AugmentOptions(
-    limit_users=USERS, limit_items=ITEMS, temperature=0.0, max_tokens=MAX_TOKENS, history_budget=HISTORY, candidates_k=K,
+    limit_users=USERS, limit_items=ITEMS, temperature=0.0, history_budget=HISTORY, candidates_k=K,
     edge_orders=1,
 )
-CLI_FLAGS = ["--limit-users", str(USERS), "--temperature", "0", "--max-tokens", str(MAX_TOKENS),
-             "--history-budget", str(HISTORY), "--candidates-k", str(K)]  # fmt: skip
+CLI_FLAGS = ["--limit-users", str(USERS), "--temperature", "0", "--history-budget", str(HISTORY),
+             "--candidates-k", str(K)]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
