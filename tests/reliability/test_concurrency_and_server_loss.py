@@ -131,7 +131,12 @@ def test_server_down_briefly_the_run_waits_and_completes(vllm_server, prepared_r
         while store_rows(store) < 1 and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         proxy.stop()  # the server dies mid-run ...
-        time.sleep(4)
+        # ... and stays down until the run has hit the outage: a schema-sized profile can take
+        # longer than a fixed outage, and the request in flight at the cut still gets its answer.
+        outage_deadline = time.monotonic() + 60
+        while proxy.refused < 1 and process.poll() is None and time.monotonic() < outage_deadline:
+            time.sleep(0.05)
+        time.sleep(2)
         proxy.start()  # ... and is back within the retry budget
         _, stderr = process.communicate(timeout=600)
     finally:
