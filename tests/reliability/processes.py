@@ -11,6 +11,7 @@ at the same places on every run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -18,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -51,17 +52,32 @@ class KillRecord:
     seconds_alive: float
 
 
+@contextlib.contextmanager
+def _llmrec_process(
+    args: Sequence[str], env: dict[str, str] | None, log: Path | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`llmrec args` running with its output appended to `log`; killed and reaped on the way out, whatever happens."""
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        llmrec_command(*args), cwd=REPO_ROOT, stdout=out, stderr=out, env={**os.environ, **(env or {})}
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if log:
+            out.close()
+
+
 def kill_at(
     args: Sequence[str], point: KillPoint, progress: Callable[[], int], *, env: dict[str, str] | None = None,
     timeout: float = 240, log: Path | None = None,
 ) -> KillRecord:  # fmt: skip
     """Start `llmrec args`, SIGKILL it at `point`; returns what happened."""
-    out = open(log, "ab") if log else subprocess.DEVNULL
     started = time.monotonic()
-    process = subprocess.Popen(
-        llmrec_command(*args), cwd=REPO_ROOT, stdout=out, stderr=out, env={**os.environ, **(env or {})}
-    )
-    try:
+    with _llmrec_process(args, env, log) as process:
         reached_at = None
         while process.poll() is None:
             now = time.monotonic()
@@ -76,12 +92,6 @@ def kill_at(
                 return KillRecord(point, True, current, time.monotonic() - started)
             time.sleep(0.02)
         return KillRecord(point, False, progress(), time.monotonic() - started)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if log:
-            out.close()
 
 
 @dataclasses.dataclass
@@ -111,13 +121,9 @@ class Watched:
 def watch(args: Sequence[str], progress: Callable[[], int], *, env: dict[str, str] | None = None,
           timeout: float = 900, log: Path | None = None) -> Watched:  # fmt: skip
     """Run `llmrec args` to the end, polling `progress`: where a kill can land, and how fast the work moves."""
-    out = open(log, "ab") if log else subprocess.DEVNULL
     started = time.monotonic()
-    process = subprocess.Popen(
-        llmrec_command(*args), cwd=REPO_ROOT, stdout=out, stderr=out, env={**os.environ, **(env or {})}
-    )
     seen = [(0, 0.0)]
-    try:
+    with _llmrec_process(args, env, log) as process:
         while process.poll() is None:
             if time.monotonic() - started > timeout:
                 raise AssertionError(f"llmrec {' '.join(args)} did not finish in {timeout} s")
@@ -125,12 +131,6 @@ def watch(args: Sequence[str], progress: Callable[[], int], *, env: dict[str, st
             if value > seen[-1][0]:
                 seen.append((value, time.monotonic() - started))
             time.sleep(0.02)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if log:
-            out.close()
     value = progress()
     if value > seen[-1][0]:
         seen.append((value, time.monotonic() - started))
