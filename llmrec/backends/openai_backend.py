@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 
 from llmrec.backends import register_backend
-from llmrec.backends.http_client import OpenAICompatibleBackend
+from llmrec.backends.http_client import HTTPOptions, OpenAICompatibleBackend
 from llmrec.errors import ConfigError
 
 
@@ -26,27 +26,15 @@ class OpenAIBackend(OpenAICompatibleBackend):
         model: str,
         base_url: str | Sequence[str] = "https://api.openai.com/v1",
         *,
+        options: HTTPOptions = HTTPOptions(),
         api_key_env: str = "OPENAI_API_KEY",
         schema_mode: str = "auto",
-        max_in_flight: int = 32,
-        timeout_s: float = 600.0,
-        max_retries: int = 6,
-        max_wait_s: float = 30.0,
-        initial_wait_s: float = 0.5,
         revision: str | None = None,
     ) -> None:
         base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not base_urls:
             raise ConfigError("openai backend: at least one --base-url is needed")
         super().__init__(
-            model,
-            base_urls,
-            api_key=os.environ.get(api_key_env) or None,
-            schema_mode=schema_mode,
-            max_in_flight=max_in_flight,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            max_wait_s=max_wait_s,
-            initial_wait_s=initial_wait_s,
+            model, base_urls, options=options, api_key=os.environ.get(api_key_env) or None, schema_mode=schema_mode,
             revision=revision,
-        )
+        )  # fmt: skip

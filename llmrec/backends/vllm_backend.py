@@ -40,7 +40,7 @@ from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
 from llmrec.backends.base import ChatRequest, Completion
 from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
-from llmrec.backends.http_client import ChatClient, OpenAICompatibleBackend
+from llmrec.backends.http_client import HTTPOptions, OpenAICompatibleBackend
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -69,11 +69,7 @@ class VLLMBackend(OpenAICompatibleBackend):
         server_args: Sequence[str] = (),
         start_timeout_s: float = 300.0,
         api_key_env: str | None = None,
-        max_in_flight: int = 32,
-        timeout_s: float = 600.0,
-        max_retries: int = 6,
-        max_wait_s: float = 30.0,
-        initial_wait_s: float = 0.5,
+        options: HTTPOptions = HTTPOptions(),
         revision: str | None = None,
         send_seed: bool | None = None,
     ) -> None:
@@ -90,13 +86,9 @@ class VLLMBackend(OpenAICompatibleBackend):
         super().__init__(
             model,
             base_urls,
+            options=options,
             api_key=os.environ.get(api_key_env) if api_key_env else None,
             schema_mode="response_format",
-            max_in_flight=max_in_flight,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            max_wait_s=max_wait_s,
-            initial_wait_s=initial_wait_s,
             revision=revision,
             # A server started here without a GPU is vLLM-CPU, whose engine dies on
             # seeded concurrent sampling; a given --base-url is assumed to cope.
@@ -130,7 +122,7 @@ class VLLMBackend(OpenAICompatibleBackend):
 
     def _start_server(self) -> None:
         self.server = self.server_for(self._weights_path()).start()
-        self.client = ChatClient([self.server.base_url], **self._client_options)
+        self.client = self.client_for([self.server.base_url])
 
     def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
         if not requests:
