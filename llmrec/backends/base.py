@@ -88,6 +88,10 @@ class Backend(abc.ABC):
     """Base class of LLM backends; subclasses register with `@register_backend`."""
 
     name: ClassVar[str]
+    #: The dataclass a family of backends takes as its `options` argument (the HTTP
+    #: backends share `HTTPOptions`); `get_backend` gathers flat option keys that name
+    #: its fields into it, so `--backend-option max_in_flight=64` stays flat.
+    options_type: ClassVar[type[Any] | None] = None
 
     @property
     @abc.abstractmethod
