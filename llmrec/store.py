@@ -169,7 +169,7 @@ def _enable_wal(conn: sqlite3.Connection, *, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            _enable_wal(conn, timeout_s=60.0)
+            conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
