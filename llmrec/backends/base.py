@@ -14,16 +14,31 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from llmrec.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
-    """Decoding options; part of the completion-store key."""
+    """Decoding options; part of the completion-store key.
+
+    Refuses nonsense at construction, as vLLM's `SamplingParams` does: a
+    negative temperature would otherwise reach a backend that reads anything
+    <= 0 as greedy, and a run would quietly decode differently from its config.
+    """
 
     temperature: float = 0.6
     top_p: float = 0.1
     max_tokens: int = 256
     seed: int | None = 0
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:  # also refuses NaN
+            raise ConfigError(f"sampling: temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"sampling: top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"sampling: max_tokens must be >= 1, got {self.max_tokens}")
 
 
 @dataclasses.dataclass(frozen=True)
