@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,49 @@ def _enable_wal(conn: sqlite3.Connection, *, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
+#: The fields of an exported completion and the types an import accepts for each.
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "key": (str,), "backend": (str,), "model": (str,), "request": (dict,), "text": (str,),
+    "finish_reason": (str,), "prompt_tokens": (int,), "completion_tokens": (int,),
+    "latency_s": (int, float), "created_at": (int, float), "owner": (str,),
+}  # fmt: skip
+
+
+def read_export(path: Path) -> list[dict[str, Any]]:
+    """The records of a `llmrec cache export` file (`.jsonl`, or `.jsonl.gz`), each checked.
+
+    A bad line is one `ConfigError` naming the file, the line and the field,
+    raised before any record reaches a store.
+    """
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    records = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{where}: not a JSON object ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise ConfigError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                for field, types in _RECORD_TYPES.items():
+                    value = record.get(field)
+                    if not isinstance(value, types) or isinstance(value, bool):
+                        expected = " or ".join(t.__name__ for t in types)
+                        raise ConfigError(f"{where}: field '{field}' must be {expected}, got {value!r:.60}")
+                if len(record["key"]) != 64 or any(c not in "0123456789abcdef" for c in record["key"]):
+                    raise ConfigError(f"{where}: field 'key' must be 64 lowercase hex digits (a sha256)")
+                records.append(record)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the export ({exc})") from None
+    return records
+
+
 class CompletionStore:
     """A crash-safe, multi-process SQLite cache of completions.
 
@@ -302,6 +345,31 @@ class CompletionStore:
             }
 
     # --- writing -------------------------------------------------------------------------
+
+    def import_records(self, records: Iterable[dict[str, Any]]) -> tuple[int, int]:
+        """Add exported completions (`llmrec cache export` records); returns (added, already present).
+
+        One transaction: a bad record raises before anything is committed, so a
+        store is never left holding half an import. Keys are taken as exported
+        (they hash the backend, model, revision and request, which a record does
+        not fully carry), so import only exports you trust, like any cache.
+        """
+        added = present = 0
+        with self._write_transaction() as conn:
+            for record in records:
+                inserted = conn.execute(
+                    "INSERT OR IGNORE INTO completions (key, backend, model, request, text, finish_reason, "
+                    "prompt_tokens, completion_tokens, latency_s, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record["key"], record["backend"], record["model"],
+                        json.dumps(record["request"], sort_keys=True, ensure_ascii=False), record["text"],
+                        record["finish_reason"], record["prompt_tokens"], record["completion_tokens"],
+                        record["latency_s"], record["created_at"], record["owner"],
+                    ),
+                ).rowcount  # fmt: skip
+                added += inserted
+                present += 1 - inserted
+        return added, present
 
     def clear(self, model: str | None = None) -> int:
         """Delete stored completions (all, or one model's); returns how many."""

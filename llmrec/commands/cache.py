@@ -1,8 +1,9 @@
-"""`llmrec cache stats | export | clear`: look after the completion store.
+"""`llmrec cache stats | export | import | clear`: look after the completion store.
 
 The store (`$LLMREC_HOME/completions.sqlite` unless `--store` says otherwise)
 holds every LLM answer llmrec has paid for; these commands report its size,
-dump it as JSON lines (to inspect answers or share them with a paper) and
+dump it as JSON lines (to inspect answers or share them with a paper), load
+such an export into another store (so a run elsewhere costs no generation) and
 empty it when a model or prompt change makes old answers useless.
 """
 
@@ -65,6 +66,24 @@ def export(
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1
     typer.echo(f"exported {count} completions to {output}")
+
+
+@app.command("import")
+def import_(
+    source: Path = typer.Argument(..., help="A `llmrec cache export` file (.jsonl or .jsonl.gz)."),
+    store: Path | None = typer.Option(None, "--store", help=_STORE_HELP + " Created if absent."),
+) -> None:
+    """Add the completions of an export to a store (those already there are kept)."""
+    from llmrec.errors import ConfigError
+    from llmrec.paths import default_store_path
+    from llmrec.store import CompletionStore, read_export
+
+    if not source.is_file():
+        raise ConfigError(f"{source}: no such export file")
+    records = read_export(source)
+    with CompletionStore(store or default_store_path()) as completion_store:
+        added, present = completion_store.import_records(records)
+    typer.echo(f"imported {added} completions into {completion_store.path} ({present} were already there)")
 
 
 @app.command("clear")
