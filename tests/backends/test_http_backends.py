@@ -21,8 +21,9 @@ import jsonschema
 import pytest
 
 from llmrec.backends import get_backend
+from llmrec.backends.http_client import HTTPOptions
 from llmrec.backends.vllm_server import free_port
-from llmrec.errors import BackendError
+from llmrec.errors import BackendError, ConfigError
 from llmrec.store import CompletionStore
 from tests.backends.batch_worker import worker_requests
 from tests.backends.conftest import chat
@@ -277,3 +278,17 @@ def test_self_started_vllm_sends_a_seed_only_on_a_gpu(device, seeded):
     assert get_backend("vllm", model=MODEL, device=device, in_process=False).send_seed is seeded
     # A server given by --base-url is assumed to cope, whatever the local device.
     assert get_backend("vllm", model=MODEL, device=device, base_url="http://127.0.0.1:9/v1").send_seed is True
+
+
+def test_flat_http_options_and_an_options_object_configure_the_same_clients():
+    """`--backend-option max_in_flight=64` etc. arrive flat; both HTTP backends gather them into one HTTPOptions."""
+    expected = HTTPOptions(max_in_flight=64, timeout_s=5.0, max_retries=2, initial_wait_s=0.1, max_wait_s=1.0)
+    flat = {"max_in_flight": 64, "timeout_s": 5.0, "max_retries": 2, "initial_wait_s": 0.1, "max_wait_s": 1.0}
+    url = "http://127.0.0.1:9/v1"
+    assert get_backend("openai", model=MODEL, base_url=url, **flat).client.options == expected
+    assert get_backend("openai", model=MODEL, base_url=url, options=expected).client.options == expected
+    # A self-started vLLM server gets its client only once started: built from the same options.
+    self_started = get_backend("vllm", model=MODEL, device="cpu", in_process=False, **flat)
+    assert self_started.client is None and self_started.client_for([url]).options == expected
+    with pytest.raises(ConfigError, match="backend option max_in_flight must be >= 1, got 0"):
+        get_backend("vllm", model=MODEL, base_url=url, max_in_flight=0)
