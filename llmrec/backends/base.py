@@ -100,7 +100,12 @@ class Completion:
 
 
 class Backend(abc.ABC):
-    """Base class of LLM backends; subclasses register with `@register_backend`."""
+    """Base class of LLM backends; subclasses register with `@register_backend`.
+
+    A backend outside llmrec is found through the `llmrec.backends` entry-point
+    group instead (see `docs/backends.md`); `get_backend(name, model=..., **options)`
+    constructs either kind the same way.
+    """
 
     name: ClassVar[str]
     #: The dataclass a family of backends takes as its `options` argument (the HTTP
