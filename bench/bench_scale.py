@@ -219,7 +219,8 @@ def train_worker(pairs_path: str, n_users: str, n_items: str, model: str, engine
     import torch
 
     from llmrec.recommender.options import TrainConfig
-    from llmrec.recommender.trainer import _EpochRunner, build_model
+    from llmrec.recommender.factory import build_model
+    from llmrec.recommender.trainer import _EpochRunner
 
     torch.set_num_threads(1)
     pairs = np.load(pairs_path)
@@ -247,7 +248,7 @@ def train_worker(pairs_path: str, n_users: str, n_items: str, model: str, engine
     runner.draw(generator)
     parts["sampling"] = time.perf_counter() - started
     started = time.perf_counter()
-    representations = network(generator if runner.masks_features else None)
+    representations = network(generator)  # masks features where the model masks
     parts["forward"] = time.perf_counter() - started
     loss = representations.users.sum() + representations.items.sum()
     if representations.reconstruction_loss is not None:
@@ -274,7 +275,7 @@ def eval_worker(pairs_path: str, n_users: str, n_items: str) -> dict:
     from llmrec.evaluation import Evaluator
     from llmrec.recommender.options import TrainConfig
     from llmrec.recommender.protocol import split_matrix
-    from llmrec.recommender.trainer import build_model, make_scorer
+    from llmrec.recommender.factory import build_model
 
     torch.set_num_threads(1)
     pairs = np.load(pairs_path)
@@ -285,7 +286,7 @@ def eval_worker(pairs_path: str, n_users: str, n_items: str) -> dict:
     network, engine_name = build_model(config, data, torch.device("cpu"))
     evaluator = Evaluator(split_matrix(data, "test"), split_matrix(data, "train"), batch_size=config.eval_batch_size)
     started = time.perf_counter()
-    scorer = make_scorer(network)
+    scorer = network.scorer()
     propagate_s = time.perf_counter() - started
     metrics = evaluator.evaluate(scorer)
     eval_s = time.perf_counter() - started

@@ -88,7 +88,8 @@ def worker(run_dir: str, model: str, engine: str) -> None:
     from llmrec.recommender.data import load_run_data
     from llmrec.recommender.options import TrainConfig
     from llmrec.recommender.protocol import build_evaluators
-    from llmrec.recommender.trainer import _EpochRunner, build_model, make_scorer
+    from llmrec.recommender.factory import build_model
+    from llmrec.recommender.trainer import _EpochRunner
 
     torch.set_num_threads(THREADS)
     data = load_run_data(run_dir)
@@ -109,7 +110,7 @@ def worker(run_dir: str, model: str, engine: str) -> None:
     tracemalloc.stop()
     selection = build_evaluators(data, "standard", "cpu", config.eval_batch_size, with_test=False).selection
     started = time.perf_counter()
-    selection.evaluate(make_scorer(network))
+    selection.evaluate(network.scorer())
     eval_seconds = time.perf_counter() - started
     print(json.dumps({
         "model": model, "engine": engine_name, "steps_per_epoch": runner.batches,

@@ -18,7 +18,8 @@ from llmrec.errors import ConfigError
 from llmrec.recommender.data import load_run_data
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.protocol import build_evaluators
-from llmrec.recommender.trainer import final_representations, fit, make_scorer, resolve_device
+from llmrec.recommender.models import EmbeddingRecommender
+from llmrec.recommender.trainer import fit, resolve_device
 
 
 @dataclass
@@ -54,9 +55,10 @@ def train_base_model(
     config = TrainConfig(model=model, seed=seed, device=device, max_epochs=epochs, **options)
     device_name = str(resolve_device(config.device))
     evaluators = build_evaluators(data, "standard", device_name, config.eval_batch_size, with_test=False)
-    result = fit(data, config, seed, lambda trained: evaluators.selection.evaluate(make_scorer(trained)),
+    result = fit(data, config, seed, lambda trained: evaluators.selection.evaluate(trained.scorer()),
                  reuse=record, record_to=record)
-    users, items = final_representations(result.model)
+    assert isinstance(result.model, EmbeddingRecommender)  # popularity is refused above
+    users, items = result.model.final_representations()
     return BaseModelResult(
         user_embeddings=users.cpu().numpy().astype(np.float32),
         item_embeddings=items.cpu().numpy().astype(np.float32),

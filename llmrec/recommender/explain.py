@@ -19,7 +19,6 @@ from torch.nn import functional as F
 from llmrec.artifacts import read_parquet
 from llmrec.errors import ArtifactError, ConfigError
 from llmrec.recommender.runner import load_trained
-from llmrec.recommender.trainer import final_representations
 
 
 @dataclass
@@ -48,7 +47,7 @@ def recommend_for_user(run_dir: Path | str, name: str, original_user_id: str, k:
     user = int(matches.iloc[0])
     items = read_parquet(run_dir / "items.parquet", columns=["item", "title", "year"]).sort_values("item")
     trained = load_trained(run_dir, name, device)
-    user_vectors, item_vectors = final_representations(trained.model)
+    user_vectors, item_vectors = trained.model.final_representations()
     history = trained.data.train[trained.data.train[:, 0] == user, 1]
     seen = np.concatenate([history, trained.data.interactions["val"][trained.data.interactions["val"][:, 0] == user, 1]])
     scores = item_vectors @ user_vectors[user]

@@ -1,8 +1,20 @@
-"""Recommender models: MF-BPR, LightGCN and the LLMRec feature-augmented LightGCN.
+"""Recommender models behind one interface: popularity, MF-BPR, LightGCN and LLMRec.
 
-Every model returns a `Representations` from `forward`: final user and item
-vectors (score = user . item), the layer-0 ID embeddings of the batch (for L2
-regularisation) and, for LLMRec, the masked-feature reconstruction loss.
+The trainer never asks which model it holds (as RecBole's models own
+`calculate_loss` and `full_sort_predict`). Every `Recommender` gives a
+`scorer()` (user ids -> scores over all items, the evaluator's input);
+popularity stops there: it has nothing to learn, so `fit` only evaluates it
+and no weights are saved. An `EmbeddingRecommender` learns user and item ID
+embeddings and is the trainer's whole interface:
+
+- `forward(generator)`: its `Representations`: final user and item vectors
+  (score = user . item), the layer-0 ID embeddings (for L2 regularisation)
+  and, for LLMRec, the masked-feature reconstruction loss;
+- `loss(batch, generator)`: one sampled batch's `BatchLoss` (BPR, L2, and the
+  terms the model adds: LLMRec its pruned augmented triples and reconstruction);
+- `augmented_rate`: augmented triples per real sample its loss reads (the
+  trainer draws them with the batch);
+- `optimizer(lr)` and `max_grad_norm`: its update rule.
 
 LLMRec here is LightGCN plus side features, after §3.2 of the original but with
 the symmetric normalisation: each feature matrix is projected to d by a learned
@@ -13,19 +25,28 @@ of user-profile / item-attribute rows on every training step (on a copy, never
 in place), and a trained decoder reconstructs the original rows from their
 propagated representation. All-zero rows (the LLM gave no valid answer) are
 never masked or reconstructed, and stay zero after the projection (its bias
-would otherwise reach their neighbours as if it were a feature).
+would otherwise reach their neighbours as if it were a feature). The original
+code's variant of this model is `original.OriginalLLMRecModel`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from llmrec.evaluation import popularity_scorer
 from llmrec.recommender.graph import GraphEngine
-from llmrec.recommender.losses import scaled_cosine_error
+from llmrec.recommender.losses import bpr_per_sample, l2_penalty, prune_highest, scaled_cosine_error
+from llmrec.recommender.sampling import Batch
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # user ids -> (len(users), n_items) scores
 
 # features that live on items / users, and which of them the MAE masks
 ITEM_FEATURES = ("item_text", "image", "item_attributes")
@@ -44,23 +65,132 @@ class Representations:
     branches: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
-class MatrixFactorization(nn.Module):
-    """MF-BPR: a user and an item embedding table, no graph."""
+@dataclass(frozen=True)
+class LossOptions:
+    """What a model's loss adds to BPR and how its update is bounded (0 turns a part off).
 
-    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+    `factory.build_model` copies them from the training options; each model
+    reads the ones it has (MF and LightGCN: `l2_reg` and `max_grad_norm`).
+    """
+
+    l2_reg: float = 0.0
+    max_grad_norm: float = 0.0  # gradient norm clipping
+    aug_sample_rate: float = 0.0  # LLMRec: augmented triples per real sample of a batch
+    prune_rate: float = 0.0  # LLMRec: the noisiest fraction of the augmented samples (original: of all) dropped
+
+
+@dataclass
+class BatchLoss:
+    """One batch's loss (what `backward` runs on) and its terms, logged per epoch."""
+
+    total: torch.Tensor
+    bpr: torch.Tensor
+    l2: torch.Tensor | None = None  # None: the model has no such term (logged as 0)
+    reconstruction: torch.Tensor | None = None
+
+    def logged(self) -> dict[str, float]:
+        """The terms of the training history: loss, bpr, l2, reconstruction."""
+        return {"loss": float(self.total.detach()), "bpr": float(self.bpr.detach()),
+                "l2": _logged(self.l2), "reconstruction": _logged(self.reconstruction)}
+
+
+def _logged(term: torch.Tensor | None) -> float:
+    return float(term.detach()) if term is not None else 0.0
+
+
+class Recommender(nn.Module, ABC):
+    """Anything the evaluator can rank with. `fit` trains the `EmbeddingRecommender`s and only evaluates the rest."""
+
+    @abstractmethod
+    def scorer(self) -> Scorer:
+        """Scores of every item for a batch of user ids (the evaluator masks seen items in place)."""
+
+
+class Popularity(Recommender):
+    """Items ranked by their number of training users, the same list for everyone: nothing to train."""
+
+    def __init__(self, train: sp.csr_matrix) -> None:
         super().__init__()
+        self._scorer = popularity_scorer(train)
+
+    def scorer(self) -> Scorer:
+        return self._scorer
+
+
+class EmbeddingRecommender(Recommender):
+    """A user and an item ID embedding table learned with BPR (plus L2 on the batch's layer-0 embeddings).
+
+    Subclasses say how the tables become final vectors (`forward`); models
+    with more loss terms override `bpr_losses` or `batch_loss`.
+    """
+
+    def __init__(self, n_users: int, n_items: int, dim: int, loss_options: LossOptions = LossOptions()) -> None:
+        super().__init__()
+        self.loss_options = loss_options
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, dim)))
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, dim)))
+
+    @abstractmethod
+    def forward(self, generator: torch.Generator | None = None) -> Representations:
+        """Representations; the training generator (None at evaluation) drives any random masking."""
+
+    @property
+    def augmented_rate(self) -> float:
+        """Augmented triples per real sample that `loss` reads; 0: the trainer draws none."""
+        return 0.0
+
+    @property
+    def max_grad_norm(self) -> float:
+        """The trainer clips the gradient norm to this before each step; 0: no clipping."""
+        return self.loss_options.max_grad_norm
+
+    def optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """Adam; L2 is an explicit loss term on the batch's embeddings, not weight decay."""
+        return torch.optim.Adam(self.parameters(), lr=lr)
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> BatchLoss:
+        """The loss of one training batch (features masked with `generator` where the model masks)."""
+        return self.batch_loss(self(generator), batch)
+
+    def batch_loss(self, representations: Representations, batch: Batch) -> BatchLoss:
+        bpr = self.bpr_losses(representations, batch).mean()
+        l2 = self.loss_options.l2_reg * l2_penalty(
+            representations.user_ids[batch.users], representations.item_ids[batch.positives],
+            representations.item_ids[batch.negatives],
+        )
+        return BatchLoss(bpr + l2, bpr, l2)
+
+    def bpr_losses(self, representations: Representations, batch: Batch) -> torch.Tensor:
+        """BPR loss per sample of the batch."""
+        return bpr_per_sample(representations.users[batch.users], representations.items[batch.positives],
+                              representations.items[batch.negatives])
+
+    @torch.no_grad()
+    def final_representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users, items) final vectors without feature masking; score = users @ items.T."""
+        self.eval()
+        representations = self(None)
+        self.train()
+        return representations.users.detach(), representations.items.detach()
+
+    def scorer(self) -> Scorer:
+        users, items = self.final_representations()
+        return lambda batch: users[batch.to(users.device)] @ items.T
+
+
+class MatrixFactorization(EmbeddingRecommender):
+    """MF-BPR: the ID tables are the final vectors, no graph."""
 
     def forward(self, generator: torch.Generator | None = None) -> Representations:
         return Representations(self.user_embedding, self.item_embedding, self.user_embedding, self.item_embedding)
 
 
-class LightGCN(MatrixFactorization):
+class LightGCN(EmbeddingRecommender):
     """LightGCN (He et al. 2020): ID embeddings averaged over `n_layers` propagation steps."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, engine: GraphEngine) -> None:
-        super().__init__(n_users, n_items, dim)
+    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, engine: GraphEngine,
+                 loss_options: LossOptions = LossOptions()) -> None:
+        super().__init__(n_users, n_items, dim, loss_options)
         self.n_layers = n_layers
         self.engine = engine
 
@@ -96,7 +226,7 @@ class FeatureOptions:
 
 
 class LLMRecModel(LightGCN):
-    """LightGCN plus projected, propagated LLM/content features and masked reconstruction."""
+    """LightGCN plus projected, propagated LLM/content features, masked reconstruction and augmented triples."""
 
     def __init__(
         self,
@@ -107,11 +237,10 @@ class LLMRecModel(LightGCN):
         engine: GraphEngine,
         features: dict[str, torch.Tensor],
         options: FeatureOptions,
-        original: bool = False,
+        loss_options: LossOptions = LossOptions(),
     ) -> None:
-        super().__init__(n_users, n_items, dim, n_layers, engine)
+        super().__init__(n_users, n_items, dim, n_layers, engine, loss_options)
         self.options = options
-        self.original = original  # the original code's sequential propagation with a last-layer softmax
         used = {name: values for name, values in features.items() if options.weight_of(name) != 0}
         self.feature_names = sorted(used)
         for name, values in used.items():
@@ -182,21 +311,6 @@ class LLMRecModel(LightGCN):
         # Rows without an LLM answer stay zero after the projection: its bias is not a feature to spread.
         return self._two_hops(name, projection(values) * getattr(self, f"feature_present_{name}").unsqueeze(1))
 
-    def propagate_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.original:
-            return super().propagate_ids()
-        # the original: u_l = A_ui i_{l-1}, then i_l = A_iu u_l from the new u_l; softmax over d at the last layer
-        user_layers, item_layers = [self.user_embedding], [self.item_embedding]
-        for layer in range(self.n_layers):
-            last = layer == self.n_layers - 1
-            users = self.engine.items_to_users(item_layers[-1])
-            users = F.softmax(users, dim=1) if last else users
-            items = self.engine.users_to_items(users)
-            items = F.softmax(items, dim=1) if last else items
-            user_layers.append(users)
-            item_layers.append(items)
-        return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
-
     def forward(self, generator: torch.Generator | None = None) -> Representations:
         """Representations; pass the training generator to mask features (training only)."""
         users, items = self.propagate_ids()
@@ -217,3 +331,28 @@ class LLMRecModel(LightGCN):
                 )
         reconstruction = torch.stack(reconstruction_terms).sum() if reconstruction_terms else None
         return Representations(users, items, self.user_embedding, self.item_embedding, reconstruction, branches)
+
+    @property
+    def augmented_rate(self) -> float:
+        return self.loss_options.aug_sample_rate
+
+    def batch_loss(self, representations: Representations, batch: Batch) -> BatchLoss:
+        return self.with_reconstruction(super().batch_loss(representations, batch), representations)
+
+    def bpr_losses(self, representations: Representations, batch: Batch) -> torch.Tensor:
+        losses = super().bpr_losses(representations, batch)
+        if not len(batch.augmented):
+            return losses
+        augmented_losses = bpr_per_sample(representations.users[batch.augmented[:, 0]],
+                                          representations.items[batch.augmented[:, 1]],
+                                          representations.items[batch.augmented[:, 2]])
+        # augmented triples join the batch (as in the original), minus the noisiest ones
+        return torch.cat([losses, prune_highest(augmented_losses, self.loss_options.prune_rate)])
+
+    def with_reconstruction(self, loss: BatchLoss, representations: Representations) -> BatchLoss:
+        """`loss` plus the weighted masked-feature reconstruction error, when features were masked."""
+        reconstruction = representations.reconstruction_loss
+        if reconstruction is None:
+            return loss
+        total = loss.total + self.options.reconstruction_weight * reconstruction
+        return dataclasses.replace(loss, total=total, reconstruction=reconstruction)

@@ -1,7 +1,8 @@
 """`model_variant = "original"`: the parts of the original LLMRec model that this project changed.
 
 For reproducing the original code's model (reference notes §3.2-3.4), not for
-recommending: the project's model is the default. The switch changes:
+recommending: the project's model is the default. `OriginalLLMRecModel` (on a
+`RowNormalisedEngine`) changes:
 
 - normalisation: row-only D^-1/2 on each side (A_ui = D_u^-1/2 R and
   A_iu = D_i^-1/2 R^T) instead of the symmetric 1/sqrt(d_u d_i);
@@ -27,13 +28,52 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from llmrec.recommender.graph import GraphEngine
 from llmrec.recommender.losses import bpr_per_sample
+from llmrec.recommender.models import BatchLoss, LLMRecModel, Representations
+from llmrec.recommender.sampling import Batch
 
 ATTRIBUTE_BPR_WEIGHT = 0.012  # the original's aug_mf_rate
 MODALITY_BPR_WEIGHT = 1e-4  # the original's mm_mf_rate
 ADAMW_WEIGHT_DECAY = 0.01  # PyTorch's AdamW default, which the original never changed
+
+
+class OriginalLLMRecModel(LLMRecModel):
+    """LLMRec as the original code builds and trains it; give it a `RowNormalisedEngine` (`factory.build_model`)."""
+
+    def propagate_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # u_l = A_ui i_{l-1}, then i_l = A_iu u_l from the new u_l; softmax over d at the last layer
+        user_layers, item_layers = [self.user_embedding], [self.item_embedding]
+        for layer in range(self.n_layers):
+            last = layer == self.n_layers - 1
+            users = self.engine.items_to_users(item_layers[-1])
+            users = F.softmax(users, dim=1) if last else users
+            items = self.engine.users_to_items(users)
+            items = F.softmax(items, dim=1) if last else items
+            user_layers.append(users)
+            item_layers.append(items)
+        return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
+
+    @property
+    def max_grad_norm(self) -> float:
+        return 0.0  # the original clipped before `backward`: a no-op
+
+    def optimizer(self, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
+
+    def batch_loss(self, representations: Representations, batch: Batch) -> BatchLoss:
+        """The hardest samples of the whole batch (real and augmented), plus the side-feature BPR terms; no L2."""
+        users = torch.cat([batch.users, batch.augmented[:, 0]])
+        positives = torch.cat([batch.positives, batch.augmented[:, 1]])
+        negatives = torch.cat([batch.negatives, batch.augmented[:, 2]])
+        prune_rate = self.loss_options.prune_rate
+        losses = bpr_per_sample(representations.users[users], representations.items[positives],
+                                representations.items[negatives])
+        bpr = keep_hardest(losses, prune_rate).mean()
+        total = bpr + side_feature_losses(representations.branches, users, positives, negatives, prune_rate)
+        return self.with_reconstruction(BatchLoss(total, bpr), representations)
 
 
 class RowNormalisedEngine:

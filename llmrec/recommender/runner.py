@@ -20,22 +20,16 @@ import torch
 
 from llmrec.artifacts import atomic_path, read_json, record_stage, stage_is_current, write_json, write_text
 from llmrec.errors import ArtifactError, ConfigError
-from llmrec.evaluation import Evaluator, popularity_scorer
+from llmrec.evaluation import Evaluator
 from llmrec.paths import inside_run
 from llmrec.recommender.checkpoints import load_checkpoint, save_checkpoint
 from llmrec.recommender.data import RunData, load_run_data
-from llmrec.recommender.models import MatrixFactorization
+from llmrec.recommender.factory import build_model
+from llmrec.recommender.models import EmbeddingRecommender
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.protocol import build_evaluators, protocol_label, split_matrix
+from llmrec.recommender.protocol import build_evaluators, protocol_label
 from llmrec.recommender.reporting import mean_and_std, summary_markdown, write_training_curve
-from llmrec.recommender.trainer import (
-    SELECTION_METRIC,
-    build_model,
-    fit,
-    fit_record_path,
-    make_scorer,
-    resolve_device,
-)
+from llmrec.recommender.trainer import SELECTION_METRIC, fit, fit_record_path, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +46,7 @@ def model_dir(run_dir: Path | str, name: str) -> Path:
     return folder
 
 
-def _checkpoint_payload(config: TrainConfig, data: RunData, model: MatrixFactorization, run: dict[str, Any],
+def _checkpoint_payload(config: TrainConfig, data: RunData, model: EmbeddingRecommender, run: dict[str, Any],
                         engine: str) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
@@ -72,27 +66,23 @@ def _per_user_record(evaluator: Evaluator, per_user: dict[str, Any]) -> dict[str
     return {"users": evaluator.users.tolist(), PAIRED_METRIC: per_user[PAIRED_METRIC].tolist()}
 
 
-def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> dict[str, Any]:
+def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> tuple[dict[str, Any], bool]:
+    """The seed's record for metrics.json, and whether it left weights (`seed_<n>/best.pt`; popularity has none)."""
     evaluators = build_evaluators(data, config.protocol, device, config.eval_batch_size)
     seed_dir = out_dir / f"seed_{seed}"
     assert evaluators.test is not None
-    if config.model == "popularity":
-        scorer = popularity_scorer(split_matrix(data, "train"))
-        selection = evaluators.selection.evaluate(scorer)
-        test, per_user = evaluators.test.evaluate_per_user(scorer)
-        return {"seed": seed, "best_epoch": 0, "epochs_run": 0, "selection": selection, "test": test,
-                "test_per_user": _per_user_record(evaluators.test, per_user), "history": [], "train_seconds": 0.0,
-                "engine": "none"}
-    result = fit(data, config, seed, lambda model: evaluators.selection.evaluate(make_scorer(model)), seed_dir,
+    result = fit(data, config, seed, lambda model: evaluators.selection.evaluate(model.scorer()), seed_dir,
                  reuse=fit_record_path(data.run_dir, config.model, seed))
-    test, per_user = evaluators.test.evaluate_per_user(make_scorer(result.model))  # the only look at the test split
+    test, per_user = evaluators.test.evaluate_per_user(result.model.scorer())  # the only look at the test split
     run = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
            "selection": result.best_metrics, "test": test, "test_per_user": _per_user_record(evaluators.test, per_user),
-           "history": result.history, "train_seconds": result.train_seconds, "engine": result.engine,
-           "reused_fit": result.reused}
+           "history": result.history, "train_seconds": result.train_seconds, "engine": result.engine}
+    if not isinstance(result.model, EmbeddingRecommender):
+        return run, False
+    run["reused_fit"] = result.reused
     save_checkpoint(seed_dir / "best.pt", _checkpoint_payload(config, data, result.model, run, result.engine))
     (seed_dir / "resume.pt").unlink(missing_ok=True)
-    return run
+    return run, True
 
 
 def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | None = None,
@@ -110,7 +100,8 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     device = str(resolve_device(config.device))
     started = time.perf_counter()
-    runs = [_train_seed(data, config, config.seed + offset, out_dir, device) for offset in range(config.seeds)]
+    seeds = [_train_seed(data, config, config.seed + offset, out_dir, device) for offset in range(config.seeds)]
+    runs = [run for run, _ in seeds]
     test_mean, test_std = mean_and_std([run["test"] for run in runs])
     selection_mean, selection_std = mean_and_std([run["selection"] for run in runs])
     chosen = max(runs, key=lambda run: run["selection"][SELECTION_METRIC])
@@ -127,7 +118,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
         "inputs": data.input_digests,
     }
     outputs = ["metrics.json", "summary.md"]
-    if config.model != "popularity":
+    if all(has_weights for _, has_weights in seeds):
         with atomic_path(out_dir / "checkpoint.pt") as tmp:
             shutil.copyfile(out_dir / f"seed_{chosen['seed']}" / "best.pt", tmp)
         write_training_curve(out_dir / "training_curve.png", runs, f"{name} ({config.model}, {config.protocol})")
@@ -146,7 +137,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
 
 @dataclasses.dataclass
 class TrainedModel:
-    model: MatrixFactorization
+    model: EmbeddingRecommender
     config: TrainConfig
     data: RunData
     checkpoint: dict[str, Any]
@@ -171,6 +162,7 @@ def load_trained(run_dir: Path | str, name: str, device: str = "auto") -> Traine
             f"{path}: trained with features {checkpoint['feature_dims']}, the run now has {dims}; retrain"
         )
     model, _ = build_model(config, data, resolve_device(config.device))
+    assert isinstance(model, EmbeddingRecommender)  # a model without weights leaves no checkpoint
     model.load_state_dict({key: value.to(next(model.parameters()).device)
                            for key, value in checkpoint["state_dict"].items()})
     return TrainedModel(model, config, data, checkpoint)
@@ -182,7 +174,7 @@ def evaluate_saved(run_dir: Path | str, name: str, device: str = "auto") -> dict
     config = trained.config
     evaluators = build_evaluators(trained.data, config.protocol, str(resolve_device(device)), config.eval_batch_size)
     with torch.no_grad():
-        scorer = make_scorer(trained.model)
+        scorer = trained.model.scorer()
         selection = evaluators.selection.evaluate(scorer)
         test = evaluators.test.evaluate(scorer) if evaluators.test else selection
     return {"name": name, "protocol": config.protocol, "protocol_label": protocol_label(config.protocol, config.model_variant),

@@ -9,8 +9,22 @@ no Python loop per sample.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
+
+
+class Batch(NamedTuple):
+    """One training batch: BPR (user, positive, negative) rows and the augmented triples of the batch's users."""
+
+    users: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+    augmented: torch.Tensor  # (n, 3) rows (user, liked, disliked); empty for models that read none
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(values.to(device) for values in self))
 
 
 class BPRSampler:

@@ -1,5 +1,9 @@
 """The training loop of one seed: BPR batches, early stopping, checkpoints, resume.
 
+The loop is the same for every model: it draws a batch, asks the model for
+its loss (`EmbeddingRecommender.loss`, models.py) and steps the model's own
+optimizer. A model that learns nothing (popularity) is only evaluated.
+
 `fit` never sees the test split: it gets a *selection* evaluator (validation
 data under the standard protocol) and returns the best weights by its
 Recall@20. Early stopping waits for a warm-up (`min_epochs`) and then stops
@@ -34,19 +38,17 @@ from llmrec.recommender.checkpoints import (
     seed_everything,
 )
 from llmrec.recommender.data import RunData
-from llmrec.recommender.graph import build_engine
-from llmrec.recommender.losses import bpr_per_sample, l2_penalty, prune_highest
-from llmrec.recommender.models import FeatureOptions, LightGCN, LLMRecModel, MatrixFactorization, Representations
+from llmrec.recommender.factory import build_model
+from llmrec.recommender.models import EmbeddingRecommender, Recommender
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.original import ADAMW_WEIGHT_DECAY, RowNormalisedEngine, keep_hardest, side_feature_losses
-from llmrec.recommender.sampling import AugmentedSampler, BPRSampler
+from llmrec.recommender.sampling import AugmentedSampler, Batch, BPRSampler
 
 logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "recall@20"
 RESUME_FILE = "resume.pt"
 
-Evaluate = Callable[[MatrixFactorization], dict[str, Any]]
+Evaluate = Callable[[Recommender], dict[str, Any]]
 
 
 class TrainingInterrupted(Exception):
@@ -55,7 +57,7 @@ class TrainingInterrupted(Exception):
 
 @dataclass
 class FitResult:
-    model: MatrixFactorization  # holding the best weights
+    model: Recommender  # holding the best weights
     best_epoch: int
     best_metrics: dict[str, Any]
     history: list[dict[str, float]]
@@ -87,140 +89,38 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def feature_options(config: TrainConfig) -> FeatureOptions:
-    return FeatureOptions(
-        modality_weight=config.modality_weight,
-        item_attribute_weight=config.item_attribute_weight,
-        user_profile_weight=config.user_profile_weight,
-        mask_rate=config.mask_rate,
-        reconstruction_weight=config.reconstruction_weight,
-        sce_alpha=config.sce_alpha,
-    )
-
-
-def build_model(config: TrainConfig, data: RunData, device: torch.device) -> tuple[MatrixFactorization, str]:
-    """The model named by `config.model` on `device`, and the graph engine it uses."""
-    if not config.uses_graph:
-        return MatrixFactorization(data.n_users, data.n_items, config.embedding_dim).to(device), "none"
-    engine = build_engine(data.train, data.n_users, data.n_items, device, config.engine)
-    if config.model == "lightgcn":
-        model = LightGCN(data.n_users, data.n_items, config.embedding_dim, config.n_layers, engine)
-    else:
-        original = config.model_variant == "original"
-        if original:
-            engine = RowNormalisedEngine(engine, data.train, data.n_users, data.n_items, device)
-        features = {name: torch.from_numpy(values) for name, values in data.features.items()}
-        model = LLMRecModel(
-            data.n_users, data.n_items, config.embedding_dim, config.n_layers, engine, features,
-            feature_options(config), original,
-        )
-    return model.to(device), engine.name
-
-
-def uses_original_model(model: MatrixFactorization) -> bool:
-    return isinstance(model, LLMRecModel) and model.original
-
-
-def build_optimizer(model: MatrixFactorization, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (with the explicit L2 term), or the original's AdamW with weight decay 0.01."""
-    assert config.lr is not None
-    if uses_original_model(model):
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=ADAMW_WEIGHT_DECAY)
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
-
-
-@torch.no_grad()
-def final_representations(model: MatrixFactorization) -> tuple[torch.Tensor, torch.Tensor]:
-    """(users, items) final vectors without feature masking; score = users @ items.T."""
-    model.eval()
-    representations = model(None)
-    model.train()
-    return representations.users.detach(), representations.items.detach()
-
-
-def make_scorer(model: MatrixFactorization) -> Callable[[torch.Tensor], torch.Tensor]:
-    users, items = final_representations(model)
-    return lambda batch: users[batch.to(users.device)] @ items.T
-
-
 class _EpochRunner:
-    """One epoch of BPR steps (plus augmented triples and reconstruction for LLMRec)."""
+    """One epoch of steps: draw a batch, the model's loss for it, one optimizer step."""
 
-    def __init__(self, model: MatrixFactorization, data: RunData, config: TrainConfig, device: torch.device) -> None:
+    def __init__(self, model: EmbeddingRecommender, data: RunData, config: TrainConfig, device: torch.device) -> None:
         self.model, self.config, self.device = model, config.resolve(), device
         self.sampler = BPRSampler(data.train, data.n_users, data.n_items)
-        uses_augmented = isinstance(model, LLMRecModel) and config.aug_sample_rate > 0
         self.augmented = AugmentedSampler(
-            data.augmented_triples if uses_augmented else np.zeros((0, 3), dtype=np.int64), data.n_users
+            data.augmented_triples if model.augmented_rate > 0 else np.zeros((0, 3), dtype=np.int64), data.n_users
         )
-        self.masks_features = isinstance(model, LLMRecModel) and len(model.decoders) > 0
-        self.original = uses_original_model(model)
         self.batches = math.ceil(len(data.train) / config.batch_size)
 
     def run(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, float]:
-        totals = {"loss": 0.0, "bpr": 0.0, "l2": 0.0, "reconstruction": 0.0}
+        """The epoch's mean of each logged loss term."""
+        totals: dict[str, float] = {}
         for _ in range(self.batches):
             for key, value in self._step(optimizer, generator).items():
-                totals[key] += value / self.batches
+                totals[key] = totals.get(key, 0.0) + value / self.batches
         return totals
 
-    def draw(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw(self, generator: torch.Generator) -> Batch:
         """One batch on the CPU: users, positives, negatives, and augmented triples for users of the batch."""
         users, positives, negatives = self.sampler.sample(self.config.batch_size, generator)
-        return users, positives, negatives, self.augmented.sample(users, self.config.aug_sample_rate, generator)
+        return Batch(users, positives, negatives, self.augmented.sample(users, self.model.augmented_rate, generator))
 
     def _step(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, float]:
-        config = self.config
-        users, positives, negatives, augmented = (t.to(self.device) for t in self.draw(generator))
-        representations = self.model(generator if self.masks_features else None)
-        user_vectors, item_vectors = representations.users, representations.items
-        if self.original:
-            return self._original_step(optimizer, representations, users, positives, negatives, augmented)
-        losses = bpr_per_sample(user_vectors[users], item_vectors[positives], item_vectors[negatives])
-        if len(augmented):
-            augmented_losses = bpr_per_sample(
-                user_vectors[augmented[:, 0]], item_vectors[augmented[:, 1]], item_vectors[augmented[:, 2]]
-            )
-            # augmented triples join the batch (as in the original), minus the noisiest ones
-            losses = torch.cat([losses, prune_highest(augmented_losses, config.prune_rate)])
-        bpr = losses.mean()
-        l2 = config.l2_reg * l2_penalty(
-            representations.user_ids[users], representations.item_ids[positives], representations.item_ids[negatives]
-        )
-        loss = bpr + l2
-        reconstruction = representations.reconstruction_loss
-        if reconstruction is not None:
-            loss = loss + config.reconstruction_weight * reconstruction
+        loss = self.model.loss(self.draw(generator).to(self.device), generator)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        loss.total.backward()
+        if self.model.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.model.max_grad_norm)
         optimizer.step()
-        return {
-            "loss": float(loss.detach()), "bpr": float(bpr.detach()), "l2": float(l2.detach()),
-            "reconstruction": float(reconstruction.detach()) if reconstruction is not None else 0.0,
-        }
-
-
-    def _original_step(self, optimizer: torch.optim.Optimizer, representations: Representations, users: torch.Tensor,
-                       positives: torch.Tensor, negatives: torch.Tensor, augmented: torch.Tensor) -> dict[str, float]:
-        """The original's loss (original.py): the hardest samples of the whole batch, plus side-feature BPR terms."""
-        assert self.config.prune_rate is not None
-        users = torch.cat([users, augmented[:, 0]])
-        positives = torch.cat([positives, augmented[:, 1]])
-        negatives = torch.cat([negatives, augmented[:, 2]])
-        losses = bpr_per_sample(representations.users[users], representations.items[positives],
-                                representations.items[negatives])
-        bpr = keep_hardest(losses, self.config.prune_rate).mean()
-        loss = bpr + side_feature_losses(representations.branches, users, positives, negatives, self.config.prune_rate)
-        reconstruction = representations.reconstruction_loss
-        if reconstruction is not None:
-            loss = loss + self.config.reconstruction_weight * reconstruction
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": float(loss.detach()), "bpr": float(bpr.detach()), "l2": 0.0,
-                "reconstruction": float(reconstruction.detach()) if reconstruction is not None else 0.0}
+        return loss.logged()
 
 
 def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
@@ -268,7 +168,7 @@ def fit_fingerprint(data: RunData, config: TrainConfig, seed: int) -> dict[str, 
     return {"config": options, "seed": seed, "inputs": inputs}
 
 
-def _reuse_fit(path: Path | None, fingerprint: dict[str, Any], model: MatrixFactorization) -> FitResult | None:
+def _reuse_fit(path: Path | None, fingerprint: dict[str, Any], model: Recommender) -> FitResult | None:
     if path is None or not path.is_file():
         return None
     saved = load_checkpoint(path)
@@ -296,14 +196,16 @@ def fit(
     `record_to` writes such a record of this fit.
     """
     config = config.resolve()
-    assert config.lr is not None and config.max_epochs is not None
     device = resolve_device(config.device)
     seed_everything(seed)
     model, engine_name = build_model(config, data, device)
+    if not isinstance(model, EmbeddingRecommender):  # popularity: nothing to learn, evaluated as it is
+        return FitResult(model, 0, evaluate_selection(model), [], engine_name, 0.0, 0)
     reused = _reuse_fit(reuse, fit_fingerprint(data, config, seed), model)
     if reused is not None:
         return reused
-    optimizer = build_optimizer(model, config)
+    assert config.lr is not None and config.max_epochs is not None
+    optimizer = model.optimizer(config.lr)
     generator = torch.Generator().manual_seed(seed)
     runner = _EpochRunner(model, data, config, device)
     progress = _Progress()

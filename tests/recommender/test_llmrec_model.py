@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from llmrec.recommender.data import load_run_data
+from llmrec.recommender.factory import build_model
 from llmrec.recommender.losses import prune_highest, scaled_cosine_error
 from llmrec.recommender.models import LLMRecModel
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.trainer import _EpochRunner, build_model, fit
+from llmrec.recommender.trainer import _EpochRunner, fit
 
 CPU = torch.device("cpu")
 CONFIG = TrainConfig(model="llmrec", embedding_dim=16, device="cpu", lr=1e-2, batch_size=4096)

@@ -13,11 +13,12 @@ from torch.nn import functional as F
 
 from llmrec.recommender.data import load_run_data
 from llmrec.recommender.graph import TorchSparseEngine, build_engine
-from llmrec.recommender.models import FeatureOptions, LLMRecModel
+from llmrec.recommender.factory import build_model
+from llmrec.recommender.models import FeatureOptions
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.original import RowNormalisedEngine, keep_hardest
+from llmrec.recommender.original import OriginalLLMRecModel, RowNormalisedEngine, keep_hardest
 from llmrec.recommender.runner import train_and_evaluate
-from llmrec.recommender.trainer import _EpochRunner, build_model, build_optimizer
+from llmrec.recommender.trainer import _EpochRunner
 
 CPU = torch.device("cpu")
 # 3 users x 4 items; user degrees 2, 1, 3 and item degrees 2, 2, 1, 1
@@ -44,7 +45,7 @@ def test_row_only_normalisation_matches_the_dense_operators(engine: str) -> None
 
 def test_sequential_propagation_with_a_last_layer_softmax() -> None:
     engine = RowNormalisedEngine(TorchSparseEngine(PAIRS, 3, 4, CPU), PAIRS, 3, 4, CPU)
-    model = LLMRecModel(3, 4, 5, 2, engine, {}, FeatureOptions(), original=True)
+    model = OriginalLLMRecModel(3, 4, 5, 2, engine, {}, FeatureOptions())
     user_ui, item_iu = _dense_operators()
     u0, i0 = model.user_embedding.detach(), model.item_embedding.detach()
     u1 = user_ui @ i0
@@ -69,7 +70,7 @@ def test_original_variant_trains_with_adamw_and_the_whole_batch_pruned(ml_small_
     assert config.prune_rate == 0.71
     data = load_run_data(ml_small_run_with_features)
     model, _ = build_model(config, data, CPU)
-    optimizer = build_optimizer(model, config)
+    optimizer = model.optimizer(config.lr)
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
     runner = _EpochRunner(model, data, config, CPU)
     before = model.projections["item_attributes"].weight.detach().clone()
@@ -78,7 +79,7 @@ def test_original_variant_trains_with_adamw_and_the_whole_batch_pruned(ml_small_
     assert losses["loss"] > losses["bpr"] > 0  # the attribute/modality BPR terms add to the loss
     assert not torch.equal(before, model.projections["item_attributes"].weight)
     project = dataclasses.replace(config, model_variant="project", prune_rate=None).resolve()
-    assert isinstance(build_optimizer(build_model(project, data, CPU)[0], project), torch.optim.Adam)
+    assert isinstance(build_model(project, data, CPU)[0].optimizer(project.lr), torch.optim.Adam)
 
 
 def test_every_label_names_the_evaluation_and_the_model(ml_small_run: Path) -> None:

@@ -149,7 +149,7 @@ def test_baseline_reuses_the_candidate_stage_fit_when_the_options_match(ml_small
     from llmrec.recommender.api import train_base_model
     from llmrec.recommender.comparison import baseline_config
     from llmrec.recommender.runner import load_trained
-    from llmrec.recommender.trainer import final_representations, fit_fingerprint, fit_record_path
+    from llmrec.recommender.trainer import fit_fingerprint, fit_record_path
 
     record = fit_record_path(ml_small_run, "lightgcn", 0)
     base = train_base_model(ml_small_run, model="lightgcn", seed=0, device="cpu", epochs=3, record=record, lr=1e-2,
@@ -160,7 +160,7 @@ def test_baseline_reuses_the_candidate_stage_fit_when_the_options_match(ml_small
     assert doc["runs"][0]["reused_fit"] is True
     assert doc["runs"][0]["best_epoch"] == base.best_epoch
     assert doc["runs"][0]["selection"]["recall@20"] == base.val_metrics["recall@20"]
-    _, items = final_representations(load_trained(ml_small_run, "lightgcn", "cpu").model)
+    _, items = load_trained(ml_small_run, "lightgcn", "cpu").model.final_representations()
     np.testing.assert_array_equal(items.numpy(), base.item_embeddings)
     deeper = train_and_evaluate(ml_small_run, dataclasses.replace(same, n_layers=3), "lightgcn_3_layers")
     assert deeper["runs"][0]["reused_fit"] is False
