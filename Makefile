@@ -13,8 +13,10 @@ export TRANSFORMERS_OFFLINE = 1
 setup:
 	scripts/setup
 
+# Ray Data goes into the vLLM venv by a script of its own (see scripts/setup-ray).
 setup-vllm: setup
 	scripts/setup-vllm
+	scripts/setup-ray
 
 demo: setup
 	$(VENV)/bin/llmrec run --run runs/demo --config configs/demo.toml
