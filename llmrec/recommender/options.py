@@ -36,12 +36,11 @@ MODEL_VARIANTS = ("project", "original")
 # keeps only the hardest (1 - 0.71) = 29% of all samples of the batch (reference notes §3.4)
 PRUNE_RATE_DEFAULTS = {"project": 0.2, "original": 0.71}
 
-# model -> defaults for the options left None; measured on ml-latest-small.
+# model -> defaults for the options left None; measured on ml-latest-small. Popularity has none: it counts, never trains.
 MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
     "mf": {"lr": 5e-3, "max_epochs": 300, "min_epochs": 30},
     "lightgcn": {"lr": 5e-3, "max_epochs": 300, "min_epochs": 50},
     "llmrec": {"lr": 5e-3, "max_epochs": 300, "min_epochs": 50},
-    "popularity": {"lr": 0.0, "max_epochs": 0, "min_epochs": 0},
 }
 
 
@@ -108,11 +107,13 @@ class TrainConfig:
 
     def resolve(self) -> TrainConfig:
         """This config with the model-dependent defaults filled in."""
-        defaults = MODEL_DEFAULTS[self.model]
-        filled = {key: defaults[key] for key in ("lr", "max_epochs", "min_epochs") if getattr(self, key) is None}
+        defaults = MODEL_DEFAULTS.get(self.model, {})
+        filled = {key: value for key, value in defaults.items() if getattr(self, key) is None}
         if self.prune_rate is None:
             filled["prune_rate"] = PRUNE_RATE_DEFAULTS[self.model_variant]
         resolved = dataclasses.replace(self, **filled)
+        if resolved.min_epochs is None or resolved.max_epochs is None:  # popularity: no epochs to run
+            return resolved
         # a short run (--epochs below the warm-up) still selects its best epoch
         return dataclasses.replace(resolved, min_epochs=min(resolved.min_epochs, resolved.max_epochs))
 
