@@ -48,13 +48,3 @@ def fresh_run(prepared_run: Path, tmp_path: Path) -> Path:
     target = tmp_path / "run"
     shutil.copytree(prepared_run, target)
     return target
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    """The bundled SmolLM2 through the real transformers backend (converted once into LLMREC_MODELS_DIR)."""
-    from llmrec.backends import get_backend
-
-    backend = get_backend("transformers", model="smollm2-135m", batch_size=4)
-    yield backend
-    backend.close()

@@ -1,19 +1,8 @@
-"""Fixtures for backend tests: one loaded SmolLM2 per session (real generations)."""
+"""Helpers of the backend tests (the session's loaded SmolLM2, `smollm2`, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import pytest
-
-from llmrec.backends import get_backend
-from llmrec.backends.base import Backend, ChatRequest, SamplingParams
-
-
-@pytest.fixture(scope="session")
-def smollm2() -> Backend:
-    """The transformers backend on the bundled SmolLM2 (converted once into LLMREC_MODELS_DIR)."""
-    backend = get_backend("transformers", model="smollm2-135m", batch_size=4)
-    yield backend
-    backend.close()
+from llmrec.backends.base import ChatRequest, SamplingParams
 
 
 def chat(
