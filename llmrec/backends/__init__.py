@@ -36,6 +36,7 @@ BACKEND_MODULES: dict[str, str] = {
     "transformers": "llmrec.backends.transformers_backend",
     "vllm": "llmrec.backends.vllm_backend",
     "openai": "llmrec.backends.openai_backend",
+    "ray": "llmrec.backends.ray_backend",
 }
 #: Entry-point group where other distributions declare backends: `NAME = "module:BackendClass"`.
 ENTRY_POINT_GROUP = "llmrec.backends"

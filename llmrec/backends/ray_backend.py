@@ -1,0 +1,268 @@
+"""`ray` backend: augmentation as a Ray Data batch job (`ray.data.llm`) over vLLM.
+
+For catalogues that outgrow one server: the prompts the completion store lacks
+become a Ray dataset, a Ray Data LLM processor runs them on a Ray cluster
+(`ray_address`; default a local Ray started for the job), and the answers
+stream back and are committed to the store as they arrive, so a job killed
+mid-way resumes with only the missing prompts (the store does that for any
+backend that yields answers as they finish).
+
+Ray and vLLM live in the vLLM venv (vLLM pins its own torch; the main venv has
+DGL's), so this module only drives `ray_job.py` there as a subprocess and
+exchanges JSON lines with it; it imports neither Ray nor vLLM. One job process
+(and one Ray connection) serves every batch of a run.
+
+Two ways to run (`engine`):
+- `http` (default): Ray Data's HTTP-request processor against vLLM
+  OpenAI-compatible servers: the `--base-url` fleet, or `replicas` vLLM
+  servers llmrec starts here (`tensor_parallel_size` devices each). JSON
+  schemas go through the servers' structured output. This is what runs in CI.
+- `vllm`: Ray Data's vLLM engine processor: `replicas` vLLM engines placed by
+  Ray on the cluster's GPUs, `tensor_parallel_size` each. Needs GPUs: on the
+  CPU box it is untested (docs/scaling.md).
+
+All options are `--backend-option KEY=VALUE` (`ray_address=auto`, `replicas=4`,
+`batch_size=16`, `tensor_parallel_size=2`, `engine=vllm`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from llmrec.backends import register_backend
+from llmrec.backends.aliases import resolve_model
+from llmrec.backends.base import Backend, ChatRequest, Completion
+from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
+from llmrec.backends.http_client import OpenAICompatibleBackend, normalise_base_url
+from llmrec.backends.vllm_server import EngineSettings, VLLMServer, default_vllm_python, resolve_device, start_failure_cause
+from llmrec.errors import BackendError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("http", "vllm")
+_JOB_SCRIPT = Path(__file__).with_name("ray_job.py")
+#: Object store of a local Ray started for the job: prompts are text, and the box is shared.
+_LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"ray backend: {name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+@register_backend("ray")
+class RayBackend(Backend):
+    """A Ray Data + vLLM batch job behind the common backend interface (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        base_url: str | Sequence[str] | None = None,
+        *,
+        engine: str = "http",
+        ray_address: str | None = None,
+        replicas: int = 1,
+        batch_size: int = 4,
+        batches_in_flight: int = 8,
+        tensor_parallel_size: int | None = None,
+        device: str = "auto",
+        python: str | None = None,
+        max_retries: int = 3,
+        send_seed: bool | None = None,
+        revision: str | None = None,
+        start_timeout_s: float = 300.0,
+    ) -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"ray backend: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        self.base_urls = [normalise_base_url(url) for url in ([base_url] if isinstance(base_url, str) else base_url or [])]
+        if engine == "vllm" and self.base_urls:
+            raise ConfigError("ray backend: engine=vllm runs its own vLLM engines on the Ray cluster; "
+                              "drop --base-url, or use engine=http for running servers")  # fmt: skip
+        self.engine = engine
+        self.ray_address = ray_address
+        self.replicas = _positive("replicas", replicas)
+        self.batch_size = _positive("batch_size", batch_size)
+        self.batches_in_flight = _positive("batches_in_flight", batches_in_flight)
+        self.max_retries = max_retries
+        self.settings = EngineSettings(resolve_device(device), tensor_parallel_size=tensor_parallel_size)
+        self.python = Path(python).expanduser() if python else default_vllm_python()
+        self.start_timeout_s = start_timeout_s
+        self._model_name = model
+        self._source = resolve_model(model)
+        if is_gguf(self._source) and revision is None:
+            revision = converted_dir(Path(self._source)).name.rsplit("-", 1)[-1]
+        self._revision = revision or ""
+        # The request bodies are exactly those of the vllm backend (OpenAI chat-completions
+        # with the schema as response_format), built by the same code.
+        seed_ok = send_seed if send_seed is not None else bool(self.base_urls) or self.settings.device == "cuda"
+        self._bodies = OpenAICompatibleBackend(model, [], schema_mode="response_format", send_seed=seed_ok)
+        self.servers: list[VLLMServer] = []
+        self._job: subprocess.Popen[str] | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._model_name
+
+    @property
+    def model_revision(self) -> str:
+        return self._revision
+
+    def __repr__(self) -> str:
+        where = self.ray_address or "local Ray"
+        return f"RayBackend(model={self._model_name!r}, engine={self.engine!r}, ray={where!r}, replicas={self.replicas})"
+
+    # --- the job process ------------------------------------------------------------------
+
+    def _weights_path(self) -> str:
+        return str(ensure_converted(self._source)) if is_gguf(self._source) else self._source
+
+    def _server_urls(self) -> list[str]:
+        """The servers the HTTP processor talks to: the given fleet, or `replicas` started here."""
+        if self.base_urls:
+            return self.base_urls
+        if not self.servers:
+            weights = self._weights_path()
+            for _ in range(self.replicas):
+                server = VLLMServer(weights, self.model_id, python=self.python, engine=self.settings,
+                                    start_timeout_s=self.start_timeout_s)  # fmt: skip
+                self.servers.append(server.start())
+        return [server.base_url for server in self.servers]
+
+    def job_settings(self) -> dict[str, Any]:
+        """The first line the job reads: where Ray runs and how the processor is built."""
+        settings: dict[str, Any] = {
+            "mode": self.engine,
+            "address": self.ray_address,
+            "batch_size": self.batch_size,
+            "batches_in_flight": self.batches_in_flight,
+            "max_retries": self.max_retries,
+            "object_store_bytes": _LOCAL_OBJECT_STORE_BYTES,
+        }
+        if self.engine == "http":
+            urls = self._server_urls()
+            # Ray's logical CPUs, not cores: HTTP actors wait on the servers, and one per
+            # server must fit beside the pre/post-processing tasks.
+            settings.update(urls=urls, replicas=1, local_cpus=(os.cpu_count() or 1) + len(urls))
+        else:
+            engine_kwargs: dict[str, Any] = {"tensor_parallel_size": self.settings.tensor_parallel_size or 1,
+                                             "dtype": self.settings.resolved_dtype,
+                                             "enforce_eager": self.settings.eager}  # fmt: skip
+            settings.update(model=self._weights_path(), engine_kwargs=engine_kwargs, replicas=self.replicas,
+                            local_cpus=os.cpu_count() or 1)  # fmt: skip
+            if self.settings.device == "cpu":  # Ray's default bundle asks for a GPU per engine worker
+                settings["placement_group_config"] = {"bundles": [{"CPU": 1}] * engine_kwargs["tensor_parallel_size"]}
+        return settings
+
+    def _start_job(self) -> subprocess.Popen[str]:
+        if not os.access(self.python, os.X_OK):
+            raise ConfigError(f"vLLM python not found at {self.python}; run `make setup-vllm` "
+                              "(it installs Ray too) or set LLMREC_VLLM_PYTHON")  # fmt: skip
+        settings = self.job_settings()
+        handle, name = tempfile.mkstemp(prefix="llmrec-ray-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(name)
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        logger.info("starting the Ray job (%s, %s; log: %s)", self.engine, self.ray_address or "local Ray", self.log_path)
+        with open(self.log_path, "ab") as log:
+            job = subprocess.Popen(
+                [str(self.python), "-P", str(_JOB_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, text=True, encoding="utf-8", env=env, start_new_session=True,
+            )  # fmt: skip
+        assert job.stdin is not None
+        job.stdin.write(json.dumps(settings) + "\n")
+        job.stdin.flush()
+        return job
+
+    def _failure(self, job: subprocess.Popen[str], what: str) -> BackendError:
+        code = job.wait()
+        cause = start_failure_cause(self.log_path) if self.log_path else None
+        return BackendError(f"ray job {what} (exit code {code}): {cause or 'no cause in its log'}; see {self.log_path}")
+
+    def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        if not requests:
+            return
+        if self._job is None or self._job.poll() is not None:
+            self._job = self._start_job()
+        job = self._job
+        assert job.stdin is not None and job.stdout is not None
+        writer = threading.Thread(target=self._send, args=(job.stdin, requests), name="llmrec-ray-send", daemon=True)
+        writer.start()
+        finished = False
+        try:
+            answered = 0
+            for line in job.stdout:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise BackendError(f"ray job wrote a line that is not an answer: {line[:200]!r}; see {self.log_path}") from None
+                if "done" in record:
+                    break
+                answered += 1
+                yield record["index"], Completion(record["text"], record["finish_reason"], record["prompt_tokens"],
+                                                  record["completion_tokens"], record["latency_s"])  # fmt: skip
+            else:
+                raise self._failure(job, f"stopped after {answered} of {len(requests)} answers")
+            if answered != len(requests):
+                raise BackendError(f"ray job answered {answered} of {len(requests)} requests; see {self.log_path}")
+            finished = True
+        finally:
+            writer.join()
+            if not finished:  # stopped mid-job: the job's state is unknown, start afresh next time
+                self._stop_job()
+
+    def _send(self, stdin: IO[str], requests: Sequence[ChatRequest]) -> None:
+        """Write the batch and its end mark (from a thread, so a full pipe never blocks the reader)."""
+        try:
+            for index, request in enumerate(requests):
+                body = self._bodies.request_body(request, schema_in_prompt=False)
+                stdin.write(json.dumps({"index": index, "body": body}, ensure_ascii=False) + "\n")
+            stdin.write('{"end": true}\n')
+            stdin.flush()
+        except (BrokenPipeError, ValueError):  # the job died (or was stopped); the reader reports why
+            pass
+
+    def _stop_job(self, grace_s: float = 20.0) -> None:
+        """Close the job's input, then SIGTERM / SIGKILL its process group (the local Ray goes with it)."""
+        job, self._job = self._job, None
+        if job is None:
+            return
+        for pipe in (job.stdin, job.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
+        try:
+            job.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(job.pid, signal.SIGTERM)
+            try:
+                job.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("ray job did not stop within %.0f s; killing it", 2 * grace_s)
+        _signal_group(job.pid, signal.SIGKILL)
+        job.wait()
+
+    def close(self) -> None:
+        self._stop_job()
+        for server in self.servers:
+            server.stop()
+        self.servers = []
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
