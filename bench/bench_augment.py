@@ -32,7 +32,8 @@ from pathlib import Path
 
 from llmrec.artifacts import write_text
 from llmrec.augment.candidates import generate_candidates
-from llmrec.augment.pipeline import AugmentOptions, AugmentSummary, run_augmentation
+from llmrec.augment.config import AugmentConfig
+from llmrec.augment.pipeline import AugmentSummary, run_augmentation
 from llmrec.backends import get_backend
 from llmrec.backends.base import Backend
 
@@ -69,12 +70,12 @@ def _prepared_run(workdir: Path, candidate_epochs: int) -> Path:
     return run_dir
 
 
-def _measure(mode: str, base_run: Path, workdir: Path, backend: Backend, options: AugmentOptions, store: Path) -> Measurement:
+def _measure(mode: str, base_run: Path, workdir: Path, backend: Backend, options: AugmentConfig, store: Path) -> Measurement:
     run_dir = workdir / mode.replace(" ", "_").replace("(", "").replace(")", "")
     shutil.copytree(base_run, run_dir)
     started = time.perf_counter()
     # Candidates were made once in the base run; epochs=None reuses them.
-    summary: AugmentSummary = run_augmentation(run_dir, backend, store_path=store, options=options)
+    summary: AugmentSummary = run_augmentation(run_dir, backend, dataclasses.replace(options, store=str(store)))
     seconds = time.perf_counter() - started
     counts = summary.counts.values()
     measurement = Measurement(
@@ -94,7 +95,7 @@ def _measure(mode: str, base_run: Path, workdir: Path, backend: Backend, options
 
 def _run_modes(args: argparse.Namespace, workdir: Path) -> list[Measurement]:
     base_run = _prepared_run(workdir, args.candidate_epochs)
-    options = lambda users: AugmentOptions(limit_users=users, limit_items=users, temperature=args.temperature)  # noqa: E731
+    options = lambda users: AugmentConfig(limit_users=users, limit_items=users, temperature=args.temperature)  # noqa: E731
     results: list[Measurement] = []
     from llmrec.backends.vllm_server import VLLMServer, default_vllm_python
 

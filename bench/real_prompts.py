@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmrec.augment.pipeline import AugmentOptions
+from llmrec.augment.config import AugmentConfig
 from llmrec.augment.tasks import Task, attribute_tasks, edge_tasks, profile_tasks, select_items, select_users
 from llmrec.backends.base import ChatRequest, Completion
 
@@ -47,7 +47,7 @@ def questions(run_dir: Path, per_kind: int, history_budget: int = 10) -> list[Qu
     tables = load_split(run_dir)
     candidates = artifacts.read_parquet(run_dir / "candidates.parquet", ["user", "rank", "item", "score"])
     users = select_users(tables.train, tables.n_users, per_kind)
-    options = AugmentOptions(temperature=0.0, history_budget=history_budget)
+    options = AugmentConfig(temperature=0.0, history_budget=history_budget)
     sets = {
         "edges": edge_tasks(tables, candidates, users, history_budget, None, orders=1),
         "profiles": profile_tasks(tables, users, history_budget, None),

@@ -1,10 +1,20 @@
-"""Run configuration: a TOML file plus CLI overrides, written into the run.
+"""Run configuration: one typed class per stage, a TOML file plus CLI overrides, written into the run.
 
-Each stage owns a dataclass of its options (e.g. `PrepareConfig` in
-`llmrec.data.prepare`). A TOML file has one table per stage (`[data]`,
-`[augment]`, `[embed]`, `[train]`); CLI flags override single keys. Unknown
-keys and wrong types are errors, not silently ignored: a typo in a config must
-not change an experiment without anyone noticing.
+Each stage has one frozen dataclass, its config: `PrepareConfig` (`llmrec.data.config`),
+`AugmentConfig` (`llmrec.augment.config`), `EmbedConfig` (`llmrec.embed_config`),
+`TrainConfig` (`llmrec.recommender.options`) and `CompareConfig`
+(`llmrec.recommender.comparison`). Everything about an option is written once, in its field:
+
+- the TOML table is the class's `section` (`[data]`, `[augment]`, `[embed]`, `[train]`,
+  `[compare]`) and the key is the field name; the field's default is the default;
+- a field declared with `option(default, "--flag", help=...)` also gets a CLI flag on its
+  stage's command (`llmrec.commands.flags.config_flags` builds the typer option from it);
+- validation is the class's `__post_init__`, raising `ConfigError`;
+- `<run>/config.json` is the built object written out (`write_effective_config`).
+
+So adding an option is one field in one class. CLI flags override single keys of the file.
+Unknown keys and wrong types are errors, not silently ignored: a typo in a config must not
+change an experiment without anyone noticing.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +31,34 @@ from llmrec.artifacts import write_json
 from llmrec.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT")
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    flag: str | None = None,
+    *,
+    help: str,
+    cli_type: Any = None,
+    parse: Callable[[Any], Any] | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A config field that documents itself and, when `flag` is given, is also a CLI flag.
+
+    `help` may say `{default}`, replaced by the field's default. `cli_type` is
+    what the flag takes when that differs from the field's type (e.g. `str`
+    for `--limit-users all`); `parse` turns the flag's value into the field's
+    value, raising `ValueError` with what was expected.
+    """
+    metadata = {"flag": flag, "help": help, "cli_type": cli_type, "parse": parse}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def option_help(field: dataclasses.Field[Any]) -> str:
+    """The field's help text with its default filled in."""
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+    return str(field.metadata["help"]).replace("{default}", str(default))
 
 
 def load_toml(path: Path | str | None) -> dict[str, Any]:
@@ -87,15 +125,21 @@ def build(cls: type[ConfigT], section: str, *layers: Mapping[str, Any] | None) -
     return config
 
 
+def from_toml(cls: type[ConfigT], path: Path | str | None, overrides: Mapping[str, Any] | None = None) -> ConfigT:
+    """The stage config `cls` from its table (`cls.section`) of the TOML file at `path`, under CLI overrides."""
+    section: str = cls.section  # type: ignore[attr-defined]
+    return build(cls, section, load_toml(path).get(section), overrides)
+
+
 def as_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def write_effective_config(run_dir: Path | str, section: str, config: Any) -> None:
-    """Merge one stage's effective options into `<run>/config.json`."""
+def write_effective_config(run_dir: Path | str, config: Any) -> None:
+    """Merge one stage's effective options into `<run>/config.json`, under the stage's table name."""
     from llmrec.artifacts import read_json
 
     path = Path(run_dir) / "config.json"
     current = read_json(path) if path.exists() else {}
-    current[section] = as_dict(config)
+    current[config.section] = as_dict(config)
     write_json(path, current)

@@ -28,6 +28,7 @@ import pandas as pd
 
 from llmrec import artifacts
 from llmrec.augment.schemas import ATTRIBUTE_ANSWER, PROFILE_ANSWER
+from llmrec.embed_config import EmbedConfig
 from llmrec.errors import ConfigError
 from llmrec.paths import llmrec_home
 from llmrec.progress import Progress
@@ -208,7 +209,9 @@ def resolve_device(device: str | None) -> str:
 class TextEncoder:
     """A sentence-transformers model behind the cache; loaded only when a text misses."""
 
-    def __init__(self, model: str | None = None, device: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str | None = None, device: str | None = None, batch_size: int = EmbedConfig.batch_size
+    ) -> None:
         self.source, self.key = resolve_model(model)
         self.device = resolve_device(device)
         self.batch_size = batch_size
@@ -278,15 +281,13 @@ def _optional_frame(path: Path) -> pd.DataFrame | None:
     return artifacts.read_parquet(path) if path.is_file() else None
 
 
-def embed_run(
-    run_dir: Path | str, model: str | None = None, device: str | None = None, batch_size: int = 64
-) -> EmbedSummary:
+def embed_run(run_dir: Path | str, config: EmbedConfig = EmbedConfig()) -> EmbedSummary:
     """Write `embeddings/*.npy` for a run; a no-op when inputs and model are unchanged."""
     from llmrec.data.tables import load_split
 
     run_dir = Path(run_dir)
     tables = load_split(run_dir)
-    encoder = TextEncoder(model, device, batch_size)
+    encoder = TextEncoder(config.model, config.device, config.batch_size)
     sources = {name: run_dir / name for name in ("items.parquet", "item_attributes.parquet", "user_profiles.parquet")}
     inputs = {name: artifacts.sha256_file(path) for name, path in sources.items() if path.is_file()}
     params = {"model": encoder.key}

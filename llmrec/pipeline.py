@@ -14,9 +14,16 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from llmrec.augment.config import AugmentConfig
 from llmrec.config import build, load_toml, write_effective_config
+from llmrec.data.config import PrepareConfig
+from llmrec.embed_config import EmbedConfig
+from llmrec.recommender.options import TrainConfig
+
+if TYPE_CHECKING:
+    from llmrec.recommender.comparison import CompareConfig
 
 logger = logging.getLogger(__name__)
 
@@ -24,40 +31,27 @@ STAGES = ("prepare", "candidates", "augment", "embed", "train", "report")
 
 
 @dataclasses.dataclass(frozen=True)
-class EmbedConfig:
-    """Options of the embedding stage (TOML section `[embed]`)."""
-
-    model: str | None = None  # None: the bundled all-MiniLM-L6-v2
-    device: str | None = None
-    batch_size: int = 64
-
-
-@dataclasses.dataclass(frozen=True)
 class JobConfig:
-    """The effective configuration of every stage of one `llmrec run`."""
+    """The effective configuration of every stage of one `llmrec run`: one field per TOML table."""
 
-    data: Any
-    augment: Any
+    data: PrepareConfig
+    augment: AugmentConfig
     embed: EmbedConfig
-    train: Any
-    compare: Any  # llmrec.recommender.comparison.CompareConfig: baselines, ablations, paired tests
+    train: TrainConfig
+    compare: CompareConfig  # baselines, ablations, paired tests
 
 
 def load_job_config(config_path: Path | None, overrides: Mapping[str, Mapping[str, Any]]) -> JobConfig:
     """Layer each stage's TOML table under its CLI overrides; unknown tables are errors."""
-    from llmrec.augment.settings import AugmentConfig
-    from llmrec.data.prepare import PrepareConfig
     from llmrec.errors import ConfigError
-    from llmrec.recommender.comparison import CompareConfig
-    from llmrec.recommender.options import TrainConfig
+    from llmrec.recommender.comparison import CompareConfig  # imports torch: not at start-up
 
+    stages = {cls.section: cls for cls in (PrepareConfig, AugmentConfig, EmbedConfig, TrainConfig, CompareConfig)}
     document = load_toml(config_path)
-    unknown = sorted(set(document) - {"data", "augment", "embed", "train", "compare"})
+    unknown = sorted(set(document) - set(stages))
     if unknown:
-        raise ConfigError(f"{config_path}: unknown table(s) {unknown}; expected data, augment, embed, train, compare")
-    classes = {"data": PrepareConfig, "augment": AugmentConfig, "embed": EmbedConfig, "train": TrainConfig,
-               "compare": CompareConfig}
-    built = {name: build(cls, name, document.get(name), overrides.get(name)) for name, cls in classes.items()}
+        raise ConfigError(f"{config_path}: unknown table(s) {unknown}; expected {', '.join(stages)}")
+    built = {name: build(cls, name, document.get(name), overrides.get(name)) for name, cls in stages.items()}
     return JobConfig(**built)
 
 
@@ -77,7 +71,7 @@ def _timed(stage: str, seconds: dict[str, float]) -> Iterator[None]:
     logger.info("run: stage %s done in %.1f s", stage, seconds[stage])
 
 
-def candidate_options(train: Any) -> dict[str, Any]:
+def candidate_options(train: TrainConfig) -> dict[str, Any]:
     """The LightGCN baseline's options, so the candidates' base model is that baseline's fit (trained once)."""
     from llmrec.recommender.comparison import SHARED_OPTIONS, baseline_config
 
@@ -89,7 +83,7 @@ def candidate_options(train: Any) -> dict[str, Any]:
 def run_job(run_dir: Path | str, config: JobConfig) -> JobResult:
     """Run every stage on `run_dir` and write `report.md`."""
     from llmrec.augment.candidates import generate_candidates
-    from llmrec.augment.settings import augment_with_settings
+    from llmrec.augment.pipeline import augment_run
     from llmrec.data.prepare import prepare_run
     from llmrec.embed import embed_run
     from llmrec.recommender.comparison import compare_with_baselines
@@ -99,8 +93,8 @@ def run_job(run_dir: Path | str, config: JobConfig) -> JobResult:
     seconds: dict[str, float] = {}
     with _timed("prepare", seconds):
         prepare_run(run_dir, config.data)
-    for section in ("augment", "embed", "train", "compare"):
-        write_effective_config(run_dir, section, getattr(config, section))
+    for stage in (config.augment, config.embed, config.train, config.compare):
+        write_effective_config(run_dir, stage)
     augment = config.augment
     if "edges" in augment.what:
         with _timed("candidates", seconds):  # base LightGCN + top-k unseen items per user
@@ -108,9 +102,9 @@ def run_job(run_dir: Path | str, config: JobConfig) -> JobResult:
             generate_candidates(run_dir, augment.candidates_k, seed=augment.seed, device=augment.device,
                                 epochs=epochs, options=candidate_options(config.train))  # fmt: skip
     with _timed("augment", seconds):
-        augment_with_settings(run_dir, augment)
+        augment_run(run_dir, augment)
     with _timed("embed", seconds):
-        embed_run(run_dir, model=config.embed.model, device=config.embed.device, batch_size=config.embed.batch_size)
+        embed_run(run_dir, config.embed)
     with _timed("train", seconds):
         compare_with_baselines(run_dir, config.train, compare=config.compare)
     with _timed("report", seconds):

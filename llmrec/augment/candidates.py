@@ -78,7 +78,7 @@ def top_k_unseen(
 
 def generate_candidates(
     run_dir: Path | str,
-    k: int = 10,
+    k: int,
     *,
     seed: int = 0,
     device: str = "auto",

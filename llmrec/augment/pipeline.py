@@ -24,12 +24,8 @@ from typing import Any
 import pandas as pd
 
 from llmrec import artifacts
+from llmrec.augment.config import ATTRIBUTES, AUGMENTATIONS, EDGES, PROFILES, AugmentConfig
 from llmrec.augment.tasks import (
-    ATTRIBUTES,
-    AUGMENTATIONS,
-    DEFAULT_EDGE_ORDERS,
-    EDGES,
-    PROFILES,
     Task,
     TaskSet,
     attribute_tasks,
@@ -41,7 +37,6 @@ from llmrec.augment.tasks import (
 from llmrec.augment.schemas import ANSWERS
 from llmrec.augment.validate import AnswerValidationError
 from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
-from llmrec.errors import ConfigError
 from llmrec.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -52,16 +47,6 @@ ARTIFACT_FILES = {
     PROFILES: "user_profiles.parquet",
     ATTRIBUTES: "item_attributes.parquet",
 }
-#: Decoding defaults per augmentation: the original's temperatures (0.6 edges and
-#: attributes, 0.8 profiles, top_p 0.1); the answer budget comes from the answer's
-#: schema (`AnswerShape.max_tokens`), so a schema-valid answer is never cut.
-DEFAULT_SAMPLING = {
-    EDGES: SamplingParams(temperature=0.6, top_p=0.1, seed=0),
-    PROFILES: SamplingParams(temperature=0.8, top_p=0.1, seed=0),
-    ATTRIBUTES: SamplingParams(temperature=0.6, top_p=0.1, seed=0),
-}
-DEFAULT_LIMIT_USERS = 20
-DEFAULT_HISTORY_BUDGET = 30
 #: Longest bad answer quoted back in a repair prompt.
 _REPAIR_QUOTE_CHARS = 1500
 
@@ -101,46 +86,6 @@ class AugmentSummary:
             f"{what}: {c.requested} requested, {c.valid} valid, {c.repaired} repaired, {c.failed} failed"
             + (" (up to date)" if c.skipped else "")
             for what, c in self.counts.items()
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentOptions:
-    """Everything besides the backend that decides an augmentation's output."""
-
-    what: tuple[str, ...] = AUGMENTATIONS
-    limit_users: int = DEFAULT_LIMIT_USERS
-    limit_items: int | None = None
-    history_budget: int = DEFAULT_HISTORY_BUDGET
-    prompts_dir: Path | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    seed: int = 0
-    candidates_k: int = 10
-    edge_orders: int = DEFAULT_EDGE_ORDERS
-
-    def __post_init__(self) -> None:
-        unknown = [w for w in self.what if w not in AUGMENTATIONS]
-        if unknown or not self.what:
-            raise ConfigError(f"augment: unknown augmentation(s) {unknown}; expected some of {list(AUGMENTATIONS)}")
-        if self.history_budget < 1:
-            raise ConfigError(f"augment: history_budget must be >= 1, got {self.history_budget}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"augment: max_tokens must be >= 1, got {self.max_tokens}")
-        if self.limit_users < 0 or (self.limit_items is not None and self.limit_items < 0):
-            raise ConfigError("augment: limits must be >= 0 (0 = all)")
-        if self.edge_orders < 1:
-            raise ConfigError(f"augment: edge_orders must be >= 1 (1 = no consistency check), got {self.edge_orders}")
-
-    def sampling(self, what: str) -> SamplingParams:
-        base = DEFAULT_SAMPLING[what]
-        return dataclasses.replace(
-            base,
-            temperature=base.temperature if self.temperature is None else self.temperature,
-            top_p=base.top_p if self.top_p is None else self.top_p,
-            max_tokens=ANSWERS[what].max_tokens(self.candidates_k) if self.max_tokens is None else self.max_tokens,
-            seed=self.seed,
         )
 
 
@@ -229,18 +174,18 @@ def answer_tasks(
     return accepted, counts
 
 
-def _edge_consensus(task_set: TaskSet, accepted: dict[Any, Any], options: AugmentOptions, counts: AugmentationCounts) -> dict[int, Any]:
+def _edge_consensus(task_set: TaskSet, accepted: dict[Any, Any], config: AugmentConfig, counts: AugmentationCounts) -> dict[int, Any]:
     """Per user, the edge a majority of the candidate orders agree on; the check's figures go into `counts`."""
     from llmrec.augment.consistency import edge_consensus
 
-    consensus = edge_consensus(task_set.tasks, accepted, options.edge_orders, counts.model)
-    counts.consistency = {**consensus.consistency, "candidate_order_seed": options.seed}
+    consensus = edge_consensus(task_set.tasks, accepted, config.edge_orders, counts.model)
+    counts.consistency = {**consensus.consistency, "candidate_order_seed": config.seed}
     counts.position_bias = consensus.position_bias
     check, bias = consensus.consistency, consensus.position_bias
     logger.info(
         "edges: %d of %d users kept (same items won a majority of %d candidate orders for %d; %d answered the "
         "same positions under every order); liked answers at position %s: %.0f%% (uniform %.0f%%)",
-        check["kept"], check["users"], options.edge_orders, check["agreed"], check["position_locked"],
+        check["kept"], check["users"], config.edge_orders, check["agreed"], check["position_locked"],
         bias["liked_top_position"], 100 * (bias["liked_top_share"] or 0), 100 / max(bias["candidates"], 1),
     )  # fmt: skip
     return consensus.edges
@@ -280,37 +225,34 @@ def _update_report(run_dir: Path, what: str, counts: AugmentationCounts) -> None
     artifacts.write_json(path, report)
 
 
-def _stage_params(what: str, backend: Backend, options: AugmentOptions, template_hash: str, ids: Sequence[int]) -> dict[str, Any]:
+def _stage_params(what: str, backend: Backend, config: AugmentConfig, template_hash: str, ids: Sequence[int]) -> dict[str, Any]:
     params: dict[str, Any] = {
         "backend": backend.name, "model": backend.model_id, "revision": backend.model_revision,
-        "template_hash": template_hash, "sampling": dataclasses.asdict(options.sampling(what)),
+        "template_hash": template_hash, "sampling": dataclasses.asdict(config.sampling(what)),
         "ids_sha256": artifacts.sha256_text(",".join(map(str, ids))),
     }  # fmt: skip
     if what != ATTRIBUTES:
-        params["history_budget"] = options.history_budget
+        params["history_budget"] = config.history_budget
     if what == EDGES:  # the shuffled candidate orders are part of what was asked
-        params["candidate_order_seed"] = options.seed
-        params["edge_orders"] = options.edge_orders
+        params["candidate_order_seed"] = config.seed
+        params["edge_orders"] = config.edge_orders
     return params
 
 
-def run_augmentation(
-    run_dir: Path | str,
-    backend: Backend,
-    what: Sequence[str] = AUGMENTATIONS,
-    limit_users: int = DEFAULT_LIMIT_USERS,
-    limit_items: int | None = None,
-    *,
-    store_path: Path | str | None = None,
-    options: AugmentOptions | None = None,
-    candidates_device: str = "auto",
-    candidates_epochs: int | None = None,
-) -> AugmentSummary:
-    """Run the requested augmentations on a prepared run (edges first train the candidate model).
+def augment_run(run_dir: Path | str, config: AugmentConfig) -> AugmentSummary:
+    """Open the configured backend, run the augmentations, close the backend (and any server it started)."""
+    from llmrec.backends import get_backend
 
-    `options` overrides `what`/`limit_users`/`limit_items` when given. All
-    requests go through the completion store at `store_path` (default:
-    `$LLMREC_HOME/completions.sqlite`).
+    with get_backend(config.backend, model=config.model, **config.backend_kwargs()) as llm:
+        return run_augmentation(run_dir, llm, config)
+
+
+def run_augmentation(run_dir: Path | str, backend: Backend, config: AugmentConfig = AugmentConfig()) -> AugmentSummary:
+    """Run the requested augmentations on a prepared run with an open backend (edges first train the candidate model).
+
+    Everything but the backend comes from `config` (its backend fields are
+    `augment_run`'s). All requests go through the completion store at
+    `config.store` (default: `$LLMREC_HOME/completions.sqlite`).
     """
     from llmrec.augment.candidates import CANDIDATES_FILE, generate_candidates
     from llmrec.data.tables import load_split
@@ -318,13 +260,12 @@ def run_augmentation(
     from llmrec.store import CompletionStore
 
     run_dir = Path(run_dir)
-    if options is None:
-        options = AugmentOptions(what=tuple(what), limit_users=limit_users, limit_items=limit_items)
     tables = load_split(run_dir)
-    users = select_users(tables.train, tables.n_users, options.limit_users)
-    if EDGES in options.what:
-        generate_candidates(run_dir, options.candidates_k, seed=options.seed, device=candidates_device,
-                            epochs=candidates_epochs)  # fmt: skip
+    users = select_users(tables.train, tables.n_users, config.limit_users)
+    prompts_dir = config.prompts_dir or None
+    if EDGES in config.what:
+        generate_candidates(run_dir, config.candidates_k, seed=config.seed, device=config.device,
+                            epochs=config.candidates_epochs)  # fmt: skip
     candidates = None
     if (run_dir / CANDIDATES_FILE).is_file():  # attributes also cover the candidates when known
         candidates = artifacts.read_parquet(run_dir / CANDIDATES_FILE, ["user", "rank", "item", "score"])
@@ -333,39 +274,39 @@ def run_augmentation(
         inputs[CANDIDATES_FILE] = artifacts.sha256_file(run_dir / CANDIDATES_FILE)
 
     counts: dict[str, AugmentationCounts] = {}
-    with CompletionStore(store_path or default_store_path()) as store:
+    with CompletionStore(config.store or default_store_path()) as store:
         for name in AUGMENTATIONS:
-            if name not in options.what:
+            if name not in config.what:
                 continue
             if name == EDGES:
-                task_set = edge_tasks(tables, candidates, users, options.history_budget, options.prompts_dir,
-                                      orders=options.edge_orders, seed=options.seed)  # fmt: skip
+                task_set = edge_tasks(tables, candidates, users, config.history_budget, prompts_dir,
+                                      orders=config.edge_orders, seed=config.seed)  # fmt: skip
             elif name == PROFILES:
-                task_set = profile_tasks(tables, users, options.history_budget, options.prompts_dir)
+                task_set = profile_tasks(tables, users, config.history_budget, prompts_dir)
             else:
-                items = select_items(tables.train, candidates, users, tables.n_items, options.limit_items)
-                task_set = attribute_tasks(tables, items, options.prompts_dir)
-            counts[name] = _run_one(run_dir, task_set, backend, store, options, inputs)
+                items = select_items(tables.train, candidates, users, tables.n_items, config.limit_items)
+                task_set = attribute_tasks(tables, items, prompts_dir)
+            counts[name] = _run_one(run_dir, task_set, backend, store, config, inputs)
     summary = AugmentSummary(run_dir, counts)
     logger.info("augment: %s", summary.describe())
     return summary
 
 
 def _run_one(
-    run_dir: Path, task_set: TaskSet, backend: Backend, store: Any, options: AugmentOptions, inputs: dict[str, str]
+    run_dir: Path, task_set: TaskSet, backend: Backend, store: Any, config: AugmentConfig, inputs: dict[str, str]
 ) -> AugmentationCounts:
     what = task_set.what
     stage = f"augment:{what}"
     stage_inputs = {k: v for k, v in inputs.items() if what == EDGES or k != "candidates.parquet"}
-    params = _stage_params(what, backend, options, task_set.template.template_hash, [t.entity for t in task_set.tasks])
+    params = _stage_params(what, backend, config, task_set.template.template_hash, [t.entity for t in task_set.tasks])
     if artifacts.stage_is_current(run_dir, stage, params, stage_inputs):
         recorded = artifacts.read_manifest(run_dir)["stages"][stage]["stats"]
         logger.info("%s: up to date (%s)", stage, ARTIFACT_FILES[what])
         fields = {f.name for f in dataclasses.fields(AugmentationCounts)}
         return AugmentationCounts(**{k: v for k, v in recorded.items() if k in fields}, skipped=True)
-    accepted, counts = answer_tasks(task_set, backend, store, options.sampling(what))
+    accepted, counts = answer_tasks(task_set, backend, store, config.sampling(what))
     if what == EDGES:
-        accepted = _edge_consensus(task_set, accepted, options, counts)
+        accepted = _edge_consensus(task_set, accepted, config, counts)
     rel = ARTIFACT_FILES[what]
     _write_table(run_dir / rel, _table(what, accepted, counts.model, counts.template_hash))
     stats = {k: v for k, v in dataclasses.asdict(counts).items() if k not in ("failures", "usage", "skipped")}

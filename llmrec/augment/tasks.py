@@ -19,14 +19,10 @@ import numpy as np
 import pandas as pd
 
 from llmrec.augment import schemas
+from llmrec.augment.config import ATTRIBUTES, EDGES, PROFILES, AugmentConfig
 from llmrec.augment.context import movie_descriptions, training_histories, training_item_sets
 from llmrec.augment.validate import validate_attribute_answer, validate_edge_answer, validate_profile_answer
 from llmrec.prompts import PromptTemplate, load_template
-
-EDGES, PROFILES, ATTRIBUTES = "edges", "profiles", "attributes"
-AUGMENTATIONS = (EDGES, PROFILES, ATTRIBUTES)
-#: Candidate orders each edge question is asked under (the permutation-consistency check; 1 = off).
-DEFAULT_EDGE_ORDERS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +114,7 @@ def edge_tasks(
     history_budget: int,
     prompts_dir: Path | None,
     *,
-    orders: int = DEFAULT_EDGE_ORDERS,
+    orders: int = AugmentConfig.edge_orders,  # the [augment] default
     seed: int = 0,
 ) -> TaskSet:
     """Per user and candidate order: history + numbered candidates -> liked / disliked candidate.

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
+
+from llmrec.commands.flags import config_flags
+from llmrec.data.config import PrepareConfig
 
 app = typer.Typer(no_args_is_help=True, help="Find, prepare and inspect datasets.")
 
@@ -36,70 +40,19 @@ def list_datasets(
 
 
 @app.command("prepare")
+@config_flags(PrepareConfig)
 def prepare(
-    dataset: str | None = typer.Argument(None, help="Dataset name (see `llmrec data list`); default ml-latest-small."),
+    dataset: str | None = typer.Argument(None, help=f"Dataset name (see `llmrec data list`); default {PrepareConfig.dataset}."),
     run: Path = typer.Option(..., "--run", help="Run directory to write the tables into."),
     config: Path | None = typer.Option(None, "--config", help="TOML file; its [data] table sets options."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the random split."),
-    min_rating: float | None = typer.Option(None, "--min-rating", help="Ratings >= this are positives (default 4)."),
-    keep_all_ratings: bool | None = typer.Option(
-        None, "--keep-all-ratings/--threshold-ratings", help="Treat every rating as a positive."
-    ),
-    kcore: int | None = typer.Option(None, "--kcore", help="Iterative k-core filter (0 = off)."),
-    split: str | None = typer.Option(None, "--split", help="random | temporal | leave-last."),
-    min_user_interactions: int | None = typer.Option(
-        None, "--min-user-interactions", help="Users with fewer interactions go entirely to train (default 3)."
-    ),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder holding the dataset's files."),
-    trust_pickle: bool | None = typer.Option(
-        None, "--trust-pickle", help="Load pickled files of an LLMRec release (runs code from them)."
-    ),
-    interactions: str | None = typer.Option(None, "--interactions", help="csv: interactions file in --data-dir."),
-    items: str | None = typer.Option(None, "--items", help="csv: item metadata file in --data-dir."),
-    user_col: str | None = typer.Option(None, "--user-col", help="csv: user id column."),
-    item_col: str | None = typer.Option(None, "--item-col", help="csv: item id column of the interactions."),
-    rating_col: str | None = typer.Option(None, "--rating-col", help="csv: rating column ('' = implicit)."),
-    timestamp_col: str | None = typer.Option(None, "--timestamp-col", help="csv: timestamp column ('' = none)."),
-    item_id_col: str | None = typer.Option(None, "--item-id-col", help="csv: item id column of the items file."),
-    title_col: str | None = typer.Option(None, "--title-col", help="csv: title column."),
-    genres_col: str | None = typer.Option(None, "--genres-col", help="csv: genres column ('' = none)."),
-    delimiter: str | None = typer.Option(None, "--delimiter", help="csv: field delimiter."),
-    encoding: str | None = typer.Option(None, "--encoding", help="csv / llmrec-format: file encoding (e.g. latin-1)."),
-    llmrec_val_from_train: float | None = typer.Option(
-        None, "--llmrec-val-from-train",
-        help="llmrec-format: move this fraction of each user's train items to validation, ignoring val.json "
-             "(the released val.json equals test.json).",
-    ),
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Turn a dataset into train/val/test/items/users parquet tables in RUN."""
-    from llmrec.config import load_toml
-    from llmrec.data.prepare import config_from_layers, prepare_run
+    from llmrec.config import from_toml
+    from llmrec.data.prepare import prepare_run
 
-    overrides = {
-        "dataset": dataset,
-        "seed": seed,
-        "min_rating": min_rating,
-        "keep_all_ratings": keep_all_ratings,
-        "kcore": kcore,
-        "split": split,
-        "min_user_interactions": min_user_interactions,
-        "data_dir": str(data_dir) if data_dir else None,
-        "trust_pickle": trust_pickle,
-        "csv_interactions": interactions,
-        "csv_items": items,
-        "csv_user_column": user_col,
-        "csv_item_column": item_col,
-        "csv_rating_column": rating_col,
-        "csv_timestamp_column": timestamp_col,
-        "csv_item_id_column": item_id_col,
-        "csv_title_column": title_col,
-        "csv_genres_column": genres_col,
-        "csv_delimiter": delimiter,
-        "encoding": encoding,
-        "llmrec_val_from_train": llmrec_val_from_train,
-    }
-    prepare_config = config_from_layers(load_toml(config).get("data"), overrides)
-    result = prepare_run(run, prepare_config)
+    result = prepare_run(run, from_toml(PrepareConfig, config, {**overrides, "dataset": dataset}))
     stats = result.stats
     state = "up to date, nothing written" if result.skipped else f"written (source: {result.source})"
     typer.echo(

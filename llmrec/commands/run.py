@@ -1,4 +1,8 @@
-"""`llmrec run`: the main job on a config file (or the embedded defaults)."""
+"""`llmrec run`: the main job on a config file (or the embedded defaults).
+
+Its flags are shortcuts to a few keys of several tables (`--device` sets the
+device of every stage); the config file sets any key.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,22 @@ from pathlib import Path
 
 import typer
 
+from llmrec.augment.config import AugmentConfig
+from llmrec.data.config import PrepareConfig
+
 
 def run(
     run_dir: Path = typer.Option(Path("runs/demo"), "--run", help="Run directory (created if absent)."),
     config: Path | None = typer.Option(None, "--config", help="TOML with [data] [augment] [embed] [train] tables."),
-    dataset: str | None = typer.Option(None, "--dataset", help="Dataset name (default ml-latest-small)."),
+    dataset: str | None = typer.Option(None, "--dataset", help=f"Dataset name (default {PrepareConfig.dataset})."),
     backend: str | None = typer.Option(None, "--backend", help="LLM backend: transformers | vllm | openai."),
-    model: str | None = typer.Option(None, "--model", help="LLM alias, HF id or path (default smollm2-135m)."),
+    model: str | None = typer.Option(
+        None, "--model", help=f"LLM alias, HF id or path (default {AugmentConfig.model})."
+    ),
     base_url: list[str] | None = typer.Option(None, "--base-url", help="LLM server URL (repeat for replicas)."),
-    limit_users: int | None = typer.Option(None, "--limit-users", help="Users to augment (0 = all; default 20)."),
+    limit_users: int | None = typer.Option(
+        None, "--limit-users", help=f"Users to augment (0 = all; default {AugmentConfig.limit_users})."
+    ),
     seeds: int | None = typer.Option(None, "--seeds", help="Training seeds; metrics are mean ± std."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda for training and embeddings."),
 ) -> None:

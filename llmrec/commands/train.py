@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from llmrec.commands.flags import config_flags
+from llmrec.recommender.options import TrainConfig
+
 RUN_ARGUMENT = typer.Argument(..., help="Run directory (written by `llmrec data prepare`).")
-
-
-def _config(
-    config_file: Path | None, **overrides: object
-):  # -> TrainConfig (imported lazily)
-    from llmrec.config import build, load_toml
-    from llmrec.recommender.options import TrainConfig
-
-    return build(TrainConfig, "train", load_toml(config_file).get("train"), overrides)
-
-
-def _compare_config(config_file: Path | None):  # -> CompareConfig (imported lazily)
-    """The `[compare]` table of the config file: baselines (e.g. "text-only"), ablations, paired tests."""
-    from llmrec.config import build, load_toml
-    from llmrec.recommender.comparison import CompareConfig
-
-    return build(CompareConfig, "compare", load_toml(config_file).get("compare"))
 
 
 def _print_doc_table(doc: dict) -> None:
@@ -41,47 +28,30 @@ def _print_doc_table(doc: dict) -> None:
     ]))
 
 
+@config_flags(TrainConfig)
 def train(
     run: Path = RUN_ARGUMENT,
-    model: str = typer.Option(None, "--model", help="llmrec | lightgcn | mf | popularity (default llmrec)."),
     name: str = typer.Option(None, "--name", help="Output folder under <run>/model/ (default: the model name)."),
     config: Path = typer.Option(None, "--config", help="TOML file; its [train] table sets any option."),
-    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs (default per model)."),
-    lr: float = typer.Option(None, "--lr", help="Learning rate (default per model)."),
-    seed: int = typer.Option(None, "--seed", help="First seed (default 0)."),
-    seeds: int = typer.Option(None, "--seeds", help="Number of seeds; reports mean and std."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda."),
-    engine: str = typer.Option(None, "--engine", help="Graph engine: auto | dgl | torch."),
-    protocol: str = typer.Option(
-        None, "--protocol",
-        help="standard (select on val, test once) | paper (the original code's test-set selection; labelled).",
-    ),
-    model_variant: str = typer.Option(
-        None, "--model-variant",
-        help="project (default) | original: the original LLMRec model's normalisation, softmax, AdamW, pruning "
-             "and attribute BPR (for reproducing it; labelled in every output).",
-    ),
     baselines: bool = typer.Option(
         False, "--baselines",
         help="Also train popularity, MF-BPR, LightGCN (or the config's [compare] baselines); write model/comparison.md.",
     ),
-    stop_after_epochs: int = typer.Option(
-        None, "--stop-after-epochs", help="Stop after N epochs, leaving a checkpoint that the next run resumes."
-    ),
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Train a recommender on RUN, select on validation, test once; write <run>/model/<name>/."""
-    from llmrec.config import write_effective_config
-    from llmrec.recommender.comparison import compare_with_baselines
+    from llmrec.config import from_toml, write_effective_config
+    from llmrec.recommender.comparison import CompareConfig, compare_with_baselines
     from llmrec.recommender.runner import train_and_evaluate
     from llmrec.recommender.trainer import TrainingInterrupted
 
-    train_config = _config(config, model=model, max_epochs=epochs, lr=lr, seed=seed, seeds=seeds, device=device,
-                           engine=engine, protocol=protocol, model_variant=model_variant,
-                           stop_after_epochs=stop_after_epochs)
-    write_effective_config(run, "train", train_config)
+    train_config = from_toml(TrainConfig, config, overrides)
+    write_effective_config(run, train_config)
     try:
         if baselines:
-            compare_with_baselines(run, train_config, name, _compare_config(config))
+            # the [compare] table: baselines (e.g. "text-only"), ablations, paired tests
+            compare_with_baselines(run, train_config, name, from_toml(CompareConfig, config))
             typer.echo((run / "model" / "comparison.md").read_text())
             return
         doc = train_and_evaluate(run, train_config, name)
@@ -128,20 +98,18 @@ def recommend(
             typer.echo(f"    because you liked: {because}")
 
 
+@config_flags(TrainConfig, only=("max_epochs", "seeds", "device", "engine", "protocol"))
 def ablate(
     run: Path = RUN_ARGUMENT,
     config: Path = typer.Option(None, "--config", help="TOML file; its [train] table sets shared options."),
-    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs per variant."),
-    seeds: int = typer.Option(None, "--seeds", help="Seeds per variant."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda."),
-    engine: str = typer.Option(None, "--engine", help="Graph engine: auto | dgl | torch."),
-    protocol: str = typer.Option(None, "--protocol", help="standard | paper."),
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Train LLMRec and w/o-u-i, w/o-u, w/o-u&i, w/o-prune; write model/ablation.md/json."""
+    from llmrec.config import from_toml
     from llmrec.recommender.comparison import ablate as run_ablation
 
-    train_config = _config(config, model="llmrec", max_epochs=epochs, seeds=seeds, device=device, engine=engine,
-                           protocol=protocol)
+    train_config = from_toml(TrainConfig, config, {**overrides, "model": "llmrec"})
     entries = run_ablation(run, train_config)
     typer.echo((run / "model" / "ablation.md").read_text())
     typer.echo(f"({len(entries)} variants; outputs in {run / 'model'})")

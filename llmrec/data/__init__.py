@@ -8,8 +8,8 @@ Public API for the other stages (keep these names stable):
   (`user`, `original_id`, plus `age`/`gender`/`occupation` where the dataset
   has them) as pandas DataFrames, with `n_users` / `n_items`. Ids are
   contiguous `0..n-1`; columns and id ranges are checked on load.
-- `PrepareConfig`, `prepare_run(run_dir, config)` (`llmrec.data.prepare`): what
-  `llmrec data prepare` runs.
+- `PrepareConfig` (`llmrec.data.config`, the `[data]` table), `prepare_run(run_dir, config)`
+  (`llmrec.data.prepare`): what `llmrec data prepare` runs.
 - `DATASETS`, `get_spec(name)` (`llmrec.data.registry`): the dataset registry.
 
 Conventions of the prepared tables: interactions are implicit feedback
@@ -24,14 +24,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmrec.data.prepare import PrepareConfig, prepare_run
+    from llmrec.data.config import PrepareConfig
+    from llmrec.data.prepare import prepare_run
     from llmrec.data.registry import DATASETS, get_spec
     from llmrec.data.tables import RunTables, load_split
 
 _EXPORTS = {
     "load_split": "llmrec.data.tables",
     "RunTables": "llmrec.data.tables",
-    "PrepareConfig": "llmrec.data.prepare",
+    "PrepareConfig": "llmrec.data.config",
     "prepare_run": "llmrec.data.prepare",
     "DATASETS": "llmrec.data.registry",
     "get_spec": "llmrec.data.registry",

@@ -24,67 +24,17 @@ from llmrec.artifacts import (
     write_parquet,
 )
 from llmrec.config import as_dict, write_effective_config
+from llmrec.data.config import PrepareConfig
 from llmrec.data.raw import RawDataset
 from llmrec.data.registry import get_spec
 from llmrec.data.sources import locate
-from llmrec.data.split import SPLIT_METHODS, TEST, TRAIN, VAL, assign_splits
+from llmrec.data.split import TEST, TRAIN, VAL, assign_splits
 from llmrec.data.tables import DEMOGRAPHIC_COLUMNS, SPLITS
 from llmrec.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 STAGE = "prepare"
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """Options of `llmrec data prepare` (TOML section `[data]`).
-
-    The `csv_*` options map the columns of the `csv` dataset; `encoding`
-    applies to the `csv` and `llmrec-format` text files; `llmrec_layout`
-    says whether an LLMRec `item_attribute.csv` is MovieLens (id,title,genre)
-    or Netflix (id,year,title); `auto` tells them apart by the second column.
-    An empty `csv_rating_column` means the file is implicit feedback already.
-    """
-
-    dataset: str = "ml-latest-small"
-    data_dir: str | None = None
-    seed: int = 2024
-    min_rating: float = 4.0
-    keep_all_ratings: bool = False
-    kcore: int = 0
-    split: str = "random"
-    val_ratio: float = 0.1
-    test_ratio: float = 0.1
-    min_user_interactions: int = 3
-    trust_pickle: bool = False
-    csv_interactions: str = "ratings.csv"
-    csv_items: str = "movies.csv"
-    csv_user_column: str = "userId"
-    csv_item_column: str = "movieId"
-    csv_rating_column: str = "rating"
-    csv_timestamp_column: str = "timestamp"
-    csv_item_id_column: str = "movieId"
-    csv_title_column: str = "title"
-    csv_genres_column: str = "genres"
-    csv_delimiter: str = ","
-    encoding: str = "utf-8"
-    llmrec_layout: str = "auto"
-    llmrec_val_from_train: float = 0.0  # llmrec-format: carve validation out of train (its val.json may be test.json)
-
-    def __post_init__(self) -> None:
-        if self.split not in SPLIT_METHODS:
-            raise ValueError(f"split must be one of {SPLIT_METHODS}, got {self.split!r}")
-        if not (0 < self.val_ratio < 1 and 0 < self.test_ratio < 1 and self.val_ratio + self.test_ratio < 1):
-            raise ValueError("val_ratio and test_ratio must be in (0, 1) with a sum below 1")
-        if self.min_user_interactions < 3:
-            raise ValueError("min_user_interactions must be >= 3 (one train, one val, one test)")
-        if self.kcore < 0:
-            raise ValueError("kcore must be >= 0 (0 = no k-core filter)")
-        if self.llmrec_layout not in ("auto", "movielens", "netflix"):
-            raise ValueError("llmrec_layout must be auto, movielens or netflix")
-        if not 0 <= self.llmrec_val_from_train < 1:
-            raise ValueError("llmrec_val_from_train must be in [0, 1) (0 = use the release's val.json)")
 
 
 @dataclass
@@ -315,7 +265,7 @@ def prepare_run(run_dir: Path | str, config: PrepareConfig) -> PrepareResult:
         for stale in sorted(previous_outputs - set(outputs)):
             (run_dir / stale).unlink(missing_ok=True)
             logger.warning("prepare: removed %s, written by the previous prepare but not by this one", stale)
-        write_effective_config(run_dir, "data", config)
+        write_effective_config(run_dir, config)
     except BaseException:
         if not existed:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -336,11 +286,3 @@ def _recorded_outputs(run_dir: Path) -> set[str]:
 
 def _recorded_stats(run_dir: Path) -> dict[str, Any]:
     return dict(read_manifest(run_dir)["stages"][STAGE]["stats"])
-
-
-def config_from_layers(*layers: dict[str, Any] | None) -> PrepareConfig:
-    """Build the config from TOML `[data]` and CLI overrides (later layers win)."""
-    from llmrec.config import build
-
-    return build(PrepareConfig, "data", *layers)
-

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmrec.data.config import SPLIT_METHODS
+
 TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_METHODS = ("random", "temporal", "leave-last")
 
 
 def _held_out_counts(

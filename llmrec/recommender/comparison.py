@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,6 +54,8 @@ ABLATIONS: dict[str, dict[str, float]] = {
 @dataclasses.dataclass(frozen=True)
 class CompareConfig:
     """What `llmrec run` and `train --baselines` compare the model with (TOML table `[compare]`)."""
+
+    section: ClassVar[str] = "compare"
 
     baselines: tuple[str, ...] = ("popularity", "mf", "lightgcn")
     ablations: bool = False  # also train the LLMRec ablation variants into the same table

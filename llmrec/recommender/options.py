@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
+from llmrec.config import option
 from llmrec.errors import ConfigError
 
 MODELS = ("llmrec", "lightgcn", "mf", "popularity")
@@ -46,13 +48,15 @@ MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a training run's result (plus where it runs)."""
+    """Everything that decides a training run's result (plus where it runs); TOML table `[train]`."""
 
-    model: str = "llmrec"
+    section: ClassVar[str] = "train"
+
+    model: str = option("llmrec", "--model", help="llmrec | lightgcn | mf | popularity (default {default}).")
     embedding_dim: int = 64
     n_layers: int = 2
-    lr: float | None = None
-    max_epochs: int | None = None
+    lr: float | None = option(None, "--lr", help="Learning rate (default per model).")
+    max_epochs: int | None = option(None, "--epochs", help="Maximum epochs (default per model).")
     min_epochs: int | None = None  # warm-up: no early stopping before this epoch
     patience: int = 20  # evaluations without a better validation Recall@20 (after the warm-up) ...
     relative_patience: float = 1.0  # ... and this times the evaluations it took to reach the best ...
@@ -71,16 +75,25 @@ class TrainConfig:
     reconstruction_weight: float = 0.1
     sce_alpha: float = 2.0
     # "original": the original code's normalisation, softmax, optimiser, pruning and attribute BPR (models.py)
-    model_variant: str = "project"
+    model_variant: str = option(
+        "project", "--model-variant",
+        help="project (default) | original: the original LLMRec model's normalisation, softmax, AdamW, pruning "
+             "and attribute BPR (for reproducing it; labelled in every output).",
+    )  # fmt: skip
     # run
-    seed: int = 0
-    seeds: int = 1
-    device: str = "auto"
-    engine: str = "auto"
-    protocol: str = "standard"
+    seed: int = option(0, "--seed", help="First seed (default {default}).")
+    seeds: int = option(1, "--seeds", help="Number of seeds; reports mean and std.")
+    device: str = option("auto", "--device", help="auto | cpu | cuda.")
+    engine: str = option("auto", "--engine", help="Graph engine: auto | dgl | torch.")
+    protocol: str = option(
+        "standard", "--protocol",
+        help="standard (select on val, test once) | paper (the original code's test-set selection; labelled).",
+    )  # fmt: skip
     eval_batch_size: int = 2048
     checkpoint_every: int = 1
-    stop_after_epochs: int | None = None  # end the process early, leaving a resumable checkpoint
+    stop_after_epochs: int | None = option(
+        None, "--stop-after-epochs", help="Stop after N epochs, leaving a checkpoint that the next run resumes."
+    )
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

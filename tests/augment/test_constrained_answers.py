@@ -17,7 +17,7 @@ import pytest
 
 from llmrec import artifacts
 from llmrec.augment.candidates import generate_candidates
-from llmrec.augment.pipeline import AugmentOptions
+from llmrec.augment.config import AugmentConfig
 from llmrec.augment.tasks import attribute_tasks, edge_tasks, profile_tasks, select_items, select_users
 from llmrec.backends.base import ChatRequest
 from llmrec.data.tables import load_split
@@ -38,7 +38,7 @@ def constrained_answers(prepared_run: Path, smollm2, tmp_path_factory: pytest.Te
     tables = load_split(run_dir)
     candidates = artifacts.read_parquet(run_dir / "candidates.parquet", ["user", "rank", "item", "score"])
     users = select_users(tables.train, tables.n_users, 0)
-    options = AugmentOptions(temperature=0.0, history_budget=HISTORY)
+    options = AugmentConfig(temperature=0.0, history_budget=HISTORY)
     task_sets = {
         "edges": edge_tasks(tables, candidates, users, HISTORY, None, orders=1),
         "profiles": profile_tasks(tables, users, HISTORY, None),
@@ -74,8 +74,9 @@ def test_edge_answers_name_candidates_by_construction(constrained_answers) -> No
 def test_answers_cut_by_max_tokens_fail_with_the_reason_and_a_whole_artifact(fresh_run: Path, smollm2) -> None:
     from llmrec.augment.pipeline import ARTIFACT_FILES, REPORT_FILE, run_augmentation
 
-    options = AugmentOptions(what=("profiles",), limit_users=2, temperature=0.0, max_tokens=12, history_budget=HISTORY)
-    summary = run_augmentation(fresh_run, smollm2, store_path=fresh_run / "store.sqlite", options=options)
+    options = AugmentConfig(what=("profiles",), limit_users=2, temperature=0.0, max_tokens=12, history_budget=HISTORY,
+                            store=str(fresh_run / "store.sqlite"))
+    summary = run_augmentation(fresh_run, smollm2, options)
     counts = summary.counts["profiles"]
     assert counts.requested == 2 and counts.failed == 2  # a profile's JSON does not fit in 12 tokens
     report = json.loads((fresh_run / REPORT_FILE).read_text())["profiles"]

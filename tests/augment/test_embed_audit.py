@@ -13,6 +13,7 @@ from llmrec import artifacts
 from llmrec.audit import audit_profiles
 from llmrec.data.tables import load_split
 from llmrec.embed import embed_run, item_texts
+from llmrec.embed_config import EmbedConfig
 from llmrec.errors import ArtifactError
 
 
@@ -36,13 +37,13 @@ def _write_llm_tables(run_dir: Path) -> None:
 
 def test_embeddings_shapes_masks_and_cache(fresh_run: Path, tmp_path: Path) -> None:
     tables = load_split(fresh_run)
-    bare = embed_run(fresh_run, device="cpu")  # before any augmentation: zero rows, empty masks
+    bare = embed_run(fresh_run, EmbedConfig(device="cpu"))  # before any augmentation: zero rows, empty masks
     assert bare.encoded == tables.n_items
     assert not artifacts.load_npy(fresh_run / "embeddings/user_profiles.npy").any()
     assert not artifacts.load_npy(fresh_run / "embeddings/item_attributes_mask.npy").any()
 
     _write_llm_tables(fresh_run)
-    first = embed_run(fresh_run, device="cpu")  # new inputs: reruns, item texts come from the cache
+    first = embed_run(fresh_run, EmbedConfig(device="cpu"))  # new inputs: reruns, item texts come from the cache
     assert not first.skipped and first.encoded == 4 and first.cached >= tables.n_items
     item_text = artifacts.load_npy(fresh_run / "embeddings/item_text.npy")
     attributes = artifacts.load_npy(fresh_run / "embeddings/item_attributes.npy")
@@ -64,11 +65,11 @@ def test_embeddings_shapes_masks_and_cache(fresh_run: Path, tmp_path: Path) -> N
     direct = SentenceTransformer(str(minilm_path()), device="cpu").encode(item_texts(tables.items)[:3])
     np.testing.assert_allclose(item_text[:3], direct, atol=1e-5)
 
-    assert embed_run(fresh_run, device="cpu").skipped  # unchanged inputs: no-op
+    assert embed_run(fresh_run, EmbedConfig(device="cpu")).skipped  # unchanged inputs: no-op
     other = tmp_path / "other"
     shutil.copytree(fresh_run, other)
     shutil.rmtree(other / "embeddings")
-    again = embed_run(other, device="cpu")  # outputs gone: recomputed, every text from the cache
+    again = embed_run(other, EmbedConfig(device="cpu"))  # outputs gone: recomputed, every text from the cache
     assert not again.skipped and again.encoded == 0 and again.cached > 0
     np.testing.assert_array_equal(artifacts.load_npy(other / "embeddings/item_text.npy"), item_text)
 

@@ -17,13 +17,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from llmrec import artifacts
-from llmrec.augment.pipeline import ARTIFACT_FILES, REPORT_FILE, AugmentOptions, run_augmentation
+from llmrec.augment.config import AugmentConfig
+from llmrec.augment.pipeline import ARTIFACT_FILES, REPORT_FILE, run_augmentation
 from llmrec.data.tables import load_split
 from llmrec.prompts import load_template
 
@@ -32,9 +34,9 @@ from llmrec.prompts import load_template
 # user: SmolLM2 answers by position, so the consistency check (tests/augment/test_position_bias.py)
 # would keep no edge and the edge invariants below would check nothing.
 USERS, ITEMS, HISTORY, K = 4, 5, 8, 5
-OPTIONS = AugmentOptions(
+OPTIONS = AugmentConfig(
     limit_users=USERS, limit_items=ITEMS, temperature=0.0, history_budget=HISTORY, candidates_k=K,
-    edge_orders=1,
+    edge_orders=1, candidates_epochs=2,
 )
 CLI_FLAGS = ["--limit-users", str(USERS), "--temperature", "0", "--history-budget", str(HISTORY),
              "--candidates-k", str(K)]  # fmt: skip
@@ -47,7 +49,7 @@ def augmented(prepared_run: Path, smollm2, tmp_path_factory: pytest.TempPathFact
     run_dir = root / "run"
     shutil.copytree(prepared_run, run_dir)
     store = root / "store.sqlite"
-    summary = run_augmentation(run_dir, smollm2, store_path=store, options=OPTIONS, candidates_epochs=2)
+    summary = run_augmentation(run_dir, smollm2, replace(OPTIONS, store=str(store)))
     return {"run": run_dir, "store": store, "summary": summary}
 
 
@@ -99,7 +101,7 @@ def test_accounting_and_artifacts_hold_only_validated_rows(augmented: dict) -> N
 
 def test_rerun_of_the_same_run_is_a_no_op(augmented: dict, smollm2) -> None:
     before = artifacts.read_manifest(augmented["run"])["stages"]
-    summary = run_augmentation(augmented["run"], smollm2, store_path=augmented["store"], options=OPTIONS, candidates_epochs=2)
+    summary = run_augmentation(augmented["run"], smollm2, replace(OPTIONS, store=str(augmented["store"])))
     assert all(count.skipped for count in summary.counts.values())
     assert artifacts.read_manifest(augmented["run"])["stages"] == before
 
@@ -113,7 +115,7 @@ def test_rerun_after_losing_the_artifacts_is_served_entirely_from_the_store(augm
         (run_dir / rel).unlink()
     stored = _stored_completions(augmented["store"])
     untouched = get_backend("transformers", model="smollm2-135m")  # a fresh backend: never loaded
-    summary = run_augmentation(run_dir, untouched, store_path=augmented["store"], options=OPTIONS, candidates_epochs=2)
+    summary = run_augmentation(run_dir, untouched, replace(OPTIONS, store=str(augmented["store"])))
     for what, count in summary.counts.items():
         assert count.usage["generated"] == 0 and count.usage["cache_hits"] == count.usage["prompts"] > 0
         assert count.valid == augmented["summary"].counts[what].valid

@@ -18,7 +18,8 @@ import pytest
 
 from llmrec import artifacts
 from llmrec.augment.consistency import edge_consensus, majority_edge
-from llmrec.augment.pipeline import REPORT_FILE, AugmentOptions, run_augmentation
+from llmrec.augment.config import AugmentConfig
+from llmrec.augment.pipeline import REPORT_FILE, run_augmentation
 from llmrec.augment.tasks import candidate_orders, edge_tasks, select_users
 from llmrec.augment.validate import EdgeChoice
 from llmrec.data.tables import load_split
@@ -130,10 +131,10 @@ def test_vllm_edges_record_orders_agreement_and_the_position_histogram(
 
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_run, run_dir)
-    options = AugmentOptions(what=("edges",), limit_users=4, temperature=0.0, history_budget=8, candidates_k=5, seed=3)
+    options = AugmentConfig(what=("edges",), limit_users=4, temperature=0.0, history_budget=8, candidates_k=5, seed=3,
+                            store=str(tmp_path / "store.sqlite"), candidates_epochs=2)
     backend = get_backend("vllm", model=vllm_server.served_name, base_url=vllm_server.base_url)
-    summary = run_augmentation(run_dir, backend, store_path=tmp_path / "store.sqlite", options=options,
-                               candidates_epochs=2)  # fmt: skip
+    summary = run_augmentation(run_dir, backend, options)
     counts = summary.counts["edges"]
     assert counts.requested == 4 * 3 and counts.valid + counts.repaired > 0
 

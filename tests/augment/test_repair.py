@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from llmrec.augment.pipeline import AugmentOptions, answer_tasks, repair_messages
+from llmrec.augment.config import AugmentConfig
+from llmrec.augment.pipeline import answer_tasks, repair_messages
 from llmrec.augment.tasks import profile_tasks, select_users
 from llmrec.augment.validate import AnswerValidationError
 from llmrec.backends import get_backend
@@ -38,7 +39,7 @@ def test_an_invalid_answer_gets_one_repair_prompt_quoting_it(prepared_run: Path,
     tables = load_split(prepared_run)
     task_set = profile_tasks(tables, select_users(tables.train, tables.n_users, 2), 5, None)
     broken, fine = task_set.tasks
-    sampling = AugmentOptions().sampling("profiles")
+    sampling = AugmentConfig().sampling("profiles")
     backend = get_backend("transformers", model="smollm2-135m")  # never loaded: every answer is recorded
     with pytest.raises(AnswerValidationError) as caught:
         broken.validate(BAD)

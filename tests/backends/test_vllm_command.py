@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmrec.augment.settings import AugmentConfig
+from llmrec.augment.config import AugmentConfig, parse_backend_options
 from llmrec.backends import get_backend
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer
-from llmrec.commands.augment import _parse_backend_options
 from llmrec.errors import ConfigError
 
 
@@ -54,7 +53,7 @@ def test_cuda_server_command_uses_the_model_dtype_cuda_graphs_and_the_parallel_o
 
 def test_backend_options_from_the_command_line_reach_the_server_command() -> None:
     pairs = ["device=cuda", "tensor_parallel_size=2", "gpu_memory_utilization=0.9", "in_process=false"]
-    settings = AugmentConfig(backend="vllm", backend_options=_parse_backend_options(pairs))
+    settings = AugmentConfig(backend="vllm", backend_options=parse_backend_options(pairs))
     backend = get_backend(settings.backend, model=settings.model, **settings.backend_kwargs())
     command = backend.server_for("/models/m").command()
     assert _flag(command, "--dtype") == "auto" and "--enforce-eager" not in command

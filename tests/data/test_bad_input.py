@@ -140,7 +140,7 @@ def test_failed_rerun_keeps_the_previous_good_run(tmp_path: Path) -> None:
 
 
 def test_unknown_config_key_is_refused(tmp_path: Path) -> None:
-    from llmrec.data.prepare import config_from_layers
+    from llmrec.config import build
 
     with pytest.raises(ConfigError, match=r"\[data\] unknown option 'min_ratings'"):
-        config_from_layers({"min_ratings": 3})
+        build(PrepareConfig, "data", {"min_ratings": 3})
