@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from llmrec.backends.base import ChatRequest, SamplingParams
+# The augment tests' small prepared run (real ml-latest-small users) for the CLI tests here, built once.
+from tests.augment.conftest import prepared_run, small_dataset_dir  # noqa: F401 (fixtures)
 
 
 def chat(

@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.augment.conftest import prepared_run, small_dataset_dir  # noqa: F401 (fixtures)
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugins" / "llmrec_echo_backend"
 
@@ -61,7 +60,7 @@ def test_the_installed_plugin_is_an_entry_point_llmrec_loads(plugin_site: Path) 
     assert status == "ok (plug-in llmrec_echo_backend:EchoBackend)"
 
 
-def test_augment_runs_end_to_end_on_a_plugin_backend(plugin_site: Path, prepared_run: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_augment_runs_end_to_end_on_a_plugin_backend(plugin_site: Path, prepared_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_run, run_dir)
     command = [sys.executable, "-m", "llmrec", "augment", str(run_dir), "--backend", "echo", "--model", "rules",

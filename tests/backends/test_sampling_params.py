@@ -11,7 +11,6 @@ import pytest
 
 from llmrec.backends import SamplingParams
 from llmrec.errors import ConfigError
-from tests.augment.conftest import prepared_run, small_dataset_dir  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +33,7 @@ def test_the_edges_of_the_ranges_are_accepted() -> None:
     assert (greedy.temperature, greedy.top_p, greedy.max_tokens) == (0.0, 1.0, 1)
 
 
-def test_a_negative_temperature_on_the_command_line_stops_before_any_answer(prepared_run: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_negative_temperature_on_the_command_line_stops_before_any_answer(prepared_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_run, run_dir)
     store = tmp_path / "store.sqlite"
