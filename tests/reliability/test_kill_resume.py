@@ -8,6 +8,11 @@ integrity_check`, the completion store holds no key or request twice, and
 every artifact present is readable (atomic writes). The finished run's
 artifacts must equal the reference run's exactly, and hold rows.
 
+`augment` asks the session's real vLLM-CPU server (SmolLM2, greedy, one request
+in flight): a restart then costs a Python start-up, not a model load, so the
+chain's dozen starts stay cheap; the in-process backend's kill and resume is
+covered by tests/augment/test_pipeline.py.
+
 Progress is what the stage has committed: `augment` counts completion-store
 rows plus answer tables written, `embed` texts in the embedding cache plus
 `.npy` files written, `train` the epoch of the resume checkpoint plus the final
@@ -17,16 +22,23 @@ with a delay shorter than one step, and each chain must land at least
 commit, before the last) at distinct progress values - kills after the work
 has finished, or all in start-up, would prove nothing. The progress at every
 kill goes to `tests.reliability.figures` (printed at the end of the session).
+
+The embed and train chains share one embedding of their small run, and the
+train chain runs on a thread beside the embed chain: each is a chain of
+one-thread processes, so two cores run them side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
 import sqlite3
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -45,8 +57,11 @@ from tests.reliability.processes import (
     watch,
 )
 
+if TYPE_CHECKING:
+    from llmrec.backends.vllm_server import VLLMServer
+
 KILL_POINTS = 10
-# A chain is a dozen process starts (SmolLM2 loads each time): longer than the suite's per-test 900 s.
+# A chain is a dozen process starts (the embed chain loads its encoder each time): longer than the suite's per-test 900 s.
 LONG_TIMEOUT_S = 1800
 DISTINCT_INSIDE = 8  # of the KILL_POINTS kills, at least this many strictly inside the work, each at its own point
 STARTUP_KILLS = 1  # kills during imports / model loading, before anything is committed
@@ -54,13 +69,19 @@ SPARE_TARGETS = 3
 AUGMENT_TABLES = ("user_profiles.parquet", "item_attributes.parquet")
 # Profiles for 2 users and attributes of 8 items: 10 answers (plus repairs) - enough distinct points for
 # the kills - with the default answer budgets (a profile needs ~60-100 tokens; 16 left the table empty).
-# Edges are left out: unconstrained SmolLM2 gives no valid edge answer, so their table would be
-# compared empty. One prompt per batch, so every answer is seeded alone and a resumed run samples
-# exactly what an uninterrupted one does.
+# Edges are left out: SmolLM2 answers by position, so few edges would survive and their table could
+# be compared empty. Greedy, one request in flight and no prefix cache on the server (tests/conftest.py):
+# every answer is computed alone, the same way, so a resumed run gets exactly what an uninterrupted one
+# got (greedy also keeps vLLM-CPU's seeded sampler, which fails on requests that overlap, out of it).
 AUGMENT_ARGS = (
-    "--what", "profiles,attributes", "--model", "smollm2-135m", "--limit-users", "2", "--limit-items", "8",
-    "--history-budget", "5", "--device", "cpu", "--backend-option", "batch_size=1",
+    "--what", "profiles,attributes", "--limit-users", "2", "--limit-items", "8", "--history-budget", "5",
+    "--temperature", "0", "--backend", "vllm", "--backend-option", "max_in_flight=1",
 )  # fmt: skip
+
+
+def _augment_args(server: VLLMServer) -> tuple[str, ...]:
+    """AUGMENT_ARGS aimed at the session's vLLM server."""
+    return (*AUGMENT_ARGS, "--base-url", server.base_url, "--model", server.served_name)
 
 
 def _check_artifacts_readable(run: Path) -> None:
@@ -150,13 +171,14 @@ def _augment_progress(store: Path, run: Path) -> Callable[[], int]:
     return lambda: store_rows(store) + sum((run / name).is_file() for name in AUGMENT_TABLES)
 
 
+@pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.timeout(LONG_TIMEOUT_S)
-def test_augment_sigkill_then_rerun_equals_uninterrupted(prepared_run: Path, tmp_path: Path) -> None:
+def test_augment_sigkill_then_rerun_equals_uninterrupted(vllm_server, prepared_run: Path, tmp_path: Path) -> None:
     env = {"LLMREC_HOME": str(tmp_path / "home")}
     reference, reference_store = tmp_path / "reference", tmp_path / "reference.sqlite"
     shutil.copytree(prepared_run, reference)
-    watched = watch(["augment", str(reference), *AUGMENT_ARGS, "--store", str(reference_store)],
+    watched = watch(["augment", str(reference), *_augment_args(vllm_server), "--store", str(reference_store)],
                     _augment_progress(reference_store, reference), env=env, log=tmp_path / "reference.log")  # fmt: skip
     assert watched.returncode == 0, (tmp_path / "reference.log").read_text()[-2000:]
     total_rows = check_store(reference_store)["rows"]
@@ -166,7 +188,7 @@ def test_augment_sigkill_then_rerun_equals_uninterrupted(prepared_run: Path, tmp
 
     run, store = tmp_path / "killed" / "run", tmp_path / "killed" / "store.sqlite"
     shutil.copytree(prepared_run, run)
-    args = ["augment", str(run), *AUGMENT_ARGS, "--store", str(store)]
+    args = ["augment", str(run), *_augment_args(vllm_server), "--store", str(store)]
     _kill_chain("augment", args, watched, 20240607, _augment_progress(store, run), run, env,
                 after_kill=lambda: store.exists() and check_store(store))  # fmt: skip
 
@@ -210,17 +232,32 @@ def _embed_progress(cache: Path, run: Path) -> Callable[[], int]:
     return lambda: _sqlite_rows(cache, "vectors") + sum((run / "embeddings" / name).is_file() for name in EMBED_FILES)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(LONG_TIMEOUT_S)
-def test_embed_sigkill_then_rerun_equals_uninterrupted(small_run: Path, tmp_path: Path) -> None:
-    import numpy as np
+@pytest.fixture(scope="module")
+def embed_reference(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Watched]:
+    """The uninterrupted, watched `embed` of the small run: (run, its LLMREC_HOME, what was watched).
 
-    reference, reference_home = tmp_path / "reference", tmp_path / "home-ref"
+    The embed chain compares with it; the train chain trains on a copy of it
+    (one encoding of the small run serves both).
+    """
+    base = tmp_path_factory.mktemp("embed_reference")
+    reference, reference_home = base / "reference", base / "home-ref"
     shutil.copytree(small_run, reference)
     watched = watch(["embed", str(reference), *EMBED_ARGS], _embed_progress(reference_home / "embeddings" / "cache.sqlite", reference),
-                    env={"LLMREC_HOME": str(reference_home)}, log=tmp_path / "reference.log")  # fmt: skip
-    assert watched.returncode == 0, (tmp_path / "reference.log").read_text()[-2000:]
+                    env={"LLMREC_HOME": str(reference_home)}, log=base / "reference.log")  # fmt: skip
+    assert watched.returncode == 0, (base / "reference.log").read_text()[-2000:]
+    return reference, reference_home, watched
 
+
+@pytest.mark.slow
+@pytest.mark.timeout(LONG_TIMEOUT_S)
+# The train chain starts here, on its thread, and runs beside this chain (see `train_chain`).
+@pytest.mark.usefixtures("train_chain")
+def test_embed_sigkill_then_rerun_equals_uninterrupted(
+    small_run: Path, embed_reference: tuple[Path, Path, Watched], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    reference, reference_home, watched = embed_reference
     run, home = tmp_path / "killed" / "run", tmp_path / "killed" / "home"
     shutil.copytree(small_run, run)
     env = {"LLMREC_HOME": str(home)}
@@ -276,29 +313,73 @@ def _train_progress(run: Path) -> Callable[[], int]:
     return lambda: epochs() + sum((run / rel).is_file() for rel in TRAIN_FINAL_FILES)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(LONG_TIMEOUT_S)
-def test_train_sigkill_then_rerun_equals_uninterrupted(small_run: Path, tmp_path: Path) -> None:
-    import torch
-
-    embedded = tmp_path / "embedded"
-    shutil.copytree(small_run, embedded)
-    embedding = run_llmrec("embed", str(embedded), "--device", "cpu", env={"LLMREC_HOME": str(tmp_path / "home")}, timeout=600)
-    assert embedding.returncode == 0, embedding.stderr[-2000:]
-    reference, run = tmp_path / "reference", tmp_path / "killed" / "run"
+def _train_chain(embedded: Path, base: Path) -> tuple[Path, Path]:
+    """Reference run, kill chain and final run of `train` on copies of `embedded`: (reference, run)."""
+    reference, run = base / "reference", base / "killed" / "run"
     shutil.copytree(embedded, reference)
     shutil.copytree(embedded, run)
-    config = tmp_path / "train.toml"
+    config = base / "train.toml"
     config.write_text(TRAIN_CONFIG)
     args = (*TRAIN_ARGS, "--config", str(config))
-    env = {"LLMREC_HOME": str(tmp_path / "home"), **TRAIN_ENV}
-    watched = watch(["train", str(reference), *args], _train_progress(reference), env=env, log=tmp_path / "reference.log")
-    assert watched.returncode == 0, (tmp_path / "reference.log").read_text()[-2000:]
+    env = {"LLMREC_HOME": str(base / "home"), **TRAIN_ENV}
+    watched = watch(["train", str(reference), *args], _train_progress(reference), env=env, log=base / "reference.log")
+    assert watched.returncode == 0, (base / "reference.log").read_text()[-2000:]
 
     _kill_chain("train", ["train", str(run), *args], watched, 11, _train_progress(run), run, env)
     final = run_llmrec("train", str(run), *args, env=env, timeout=600)
     assert final.returncode == 0, final.stderr[-2000:]
+    return reference, run
 
+
+class _OnThread:
+    """A function run on a thread of its own; `result()` waits for it and raises what it raised."""
+
+    def __init__(self, function: Callable[..., object], *args: object) -> None:
+        self._value: object = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, *args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[..., object], *args: object) -> None:
+        try:
+            self._value = function(*args)
+        except BaseException as exc:  # raised again in the test, by result()
+            self._error = exc
+
+    def result(self) -> object:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@pytest.fixture(scope="module")
+def train_chain(
+    request: pytest.FixtureRequest, embed_reference: tuple[Path, Path, Watched], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_OnThread | None]:
+    """The `train` chain, running on a thread from the first test that asks for it (the embed chain's).
+
+    Both chains are one-thread processes (OMP_NUM_THREADS=1), so on two cores
+    they run side by side instead of one after the other; the train test waits
+    for its chain and checks the result. Each chain's kills are progress-targeted,
+    so the other's load moves when they land, not where.
+    """
+    if not any(item.name == "test_train_sigkill_then_rerun_equals_uninterrupted" for item in request.session.items):
+        yield None  # the train test is not selected: no chain to run
+        return
+    job = _OnThread(_train_chain, embed_reference[0], tmp_path_factory.mktemp("train_chain"))
+    yield job
+    with contextlib.suppress(BaseException):  # its own test reports a failure; here only wait for the processes
+        job.result()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(LONG_TIMEOUT_S)
+def test_train_sigkill_then_rerun_equals_uninterrupted(train_chain: _OnThread | None) -> None:
+    import torch
+
+    assert train_chain is not None
+    reference, run = train_chain.result()
     got = json.loads((run / "model" / "llmrec" / "metrics.json").read_text())
     expected = json.loads((reference / "model" / "llmrec" / "metrics.json").read_text())
     assert len(expected["runs"][0]["history"]) == TRAIN_EPOCHS  # every epoch ran and is compared
