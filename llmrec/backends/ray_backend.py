@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import tempfile
@@ -88,6 +89,9 @@ class RayBackend(Backend):
         if engine == "vllm" and self.base_urls:
             raise ConfigError("ray backend: engine=vllm runs its own vLLM engines on the Ray cluster; "
                               "drop --base-url, or use engine=http for running servers")  # fmt: skip
+        if self.base_urls and (replicas != 1 or tensor_parallel_size is not None):
+            logger.warning("ray: replicas and tensor_parallel_size apply to the servers llmrec starts or to engine=vllm; "
+                           "with --base-url each given server is one replica")  # fmt: skip
         self.engine = engine
         self.ray_address = ray_address
         self.replicas = _positive("replicas", replicas)
@@ -108,6 +112,7 @@ class RayBackend(Backend):
         self._bodies = OpenAICompatibleBackend(model, [], schema_mode="response_format", send_seed=seed_ok)
         self.servers: list[VLLMServer] = []
         self._job: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()  # the job's stdout lines (`_read_lines`)
         self.log_path: Path | None = None
 
     @property
@@ -179,7 +184,10 @@ class RayBackend(Backend):
                 [str(self.python), "-P", str(_JOB_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, text=True, encoding="utf-8", env=env, start_new_session=True,
             )  # fmt: skip
-        assert job.stdin is not None
+        assert job.stdin is not None and job.stdout is not None
+        self._lines = queue.Queue()
+        threading.Thread(target=self._read_lines, args=(job.stdout, self._lines), name="llmrec-ray-read",
+                         daemon=True).start()  # fmt: skip
         job.stdin.write(json.dumps(settings) + "\n")
         job.stdin.flush()
         return job
@@ -195,17 +203,13 @@ class RayBackend(Backend):
         if self._job is None or self._job.poll() is not None:
             self._job = self._start_job()
         job = self._job
-        assert job.stdin is not None and job.stdout is not None
+        assert job.stdin is not None
         writer = threading.Thread(target=self._send, args=(job.stdin, requests), name="llmrec-ray-send", daemon=True)
         writer.start()
         finished = False
         try:
             answered = 0
-            for line in job.stdout:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise BackendError(f"ray job wrote a line that is not an answer: {line[:200]!r}; see {self.log_path}") from None
+            while (record := self._next_record()) is not None:
                 if "done" in record:
                     break
                 answered += 1
@@ -219,7 +223,37 @@ class RayBackend(Backend):
         finally:
             writer.join()
             if not finished:  # stopped mid-job: the job's state is unknown, start afresh next time
-                self._stop_job()
+                self._stop_job(interrupt=True)
+
+    def _next_record(self) -> dict[str, Any] | None:
+        """The job's next line as JSON, None at its end of output.
+
+        Lines come through a reader thread and a queue polled with a timeout, so
+        Ctrl-C reaches this (main) thread while the job is quiet; a blocking read
+        of the pipe would hold the signal until the next answer.
+        """
+        while True:
+            try:
+                line = self._lines.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if line is None:
+                return None
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                raise BackendError(
+                    f"ray job wrote a line that is not an answer: {line[:200]!r}; see {self.log_path}"
+                ) from None
+
+    @staticmethod
+    def _read_lines(stdout: IO[str], lines: queue.Queue[str | None]) -> None:
+        try:
+            for line in stdout:
+                lines.put(line)
+        finally:
+            stdout.close()
+            lines.put(None)
 
     def _send(self, stdin: IO[str], requests: Sequence[ChatRequest]) -> None:
         """Write the batch and its end mark (from a thread, so a full pipe never blocks the reader)."""
@@ -232,25 +266,25 @@ class RayBackend(Backend):
         except (BrokenPipeError, ValueError):  # the job died (or was stopped); the reader reports why
             pass
 
-    def _stop_job(self, grace_s: float = 20.0) -> None:
-        """Close the job's input, then SIGTERM / SIGKILL its process group (the local Ray goes with it)."""
+    def _stop_job(self, *, interrupt: bool = False, grace_s: float = 20.0) -> None:
+        """End the job: close its input (it then finishes and shuts Ray down), or SIGTERM it mid-batch.
+
+        Whatever is left of its process group (the local Ray) after `grace_s` is killed.
+        """
         job, self._job = self._job, None
         if job is None:
             return
-        for pipe in (job.stdin, job.stdout):
-            try:
-                if pipe is not None:
-                    pipe.close()
-            except OSError:
-                pass
+        try:
+            if job.stdin is not None:
+                job.stdin.close()
+        except OSError:  # it is gone already
+            pass
+        if interrupt and job.poll() is None:
+            job.terminate()
         try:
             job.wait(grace_s)
         except subprocess.TimeoutExpired:
-            _signal_group(job.pid, signal.SIGTERM)
-            try:
-                job.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("ray job did not stop within %.0f s; killing it", 2 * grace_s)
+            logger.warning("ray job did not stop within %.0f s; killing it", grace_s)
         _signal_group(job.pid, signal.SIGKILL)
         job.wait()
 

@@ -12,8 +12,9 @@ batch of a run.
 stdout: one line per answer as Ray Data hands it back
 `{"index": i, "text": ..., "finish_reason": ..., "prompt_tokens": n,
 "completion_tokens": n, "latency_s": s}`, flushed at once, so the caller can
-commit each answer to its completion store while the job goes on, and
-`{"done": n}` after a batch. Logs go to stderr. The job stops when its parent
+commit each answer to its completion store while the job goes on (`latency_s`:
+from the request's pre-processing to its answer's post-processing in the
+pipeline), and `{"done": n}` after a batch. Logs go to stderr. The job stops when its parent
 dies (a SIGKILLed llmrec must not leave a Ray cluster behind).
 
 Two processors (`ray.data.llm`):
@@ -37,6 +38,7 @@ import time
 from typing import IO, Any
 
 logger = logging.getLogger("llmrec.ray_job")
+_ANSWER_FIELDS = ("index", "text", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")
 #: Where answer lines go (set by `main`: the original stdout).
 _ANSWERS: IO[str] = sys.stdout
 
@@ -86,6 +88,7 @@ def _emit(record: dict[str, Any]) -> None:
 
 def _http_processors(settings: dict[str, Any], dataset_for: Any) -> list[Any]:
     """One HTTP-request processor per server, each applied to its shard of the prompts."""
+    from ray.data import ActorPoolStrategy
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +121,13 @@ def _http_processors(settings: dict[str, Any], dataset_for: Any) -> list[Any]:
             base_retry_wait_time_in_s=0.5,
         )
         processor = build_processor(config, preprocess=preprocess, postprocess=postprocess)
+        # The HTTP stage sends a batch's requests one after another, and a Ray Data actor runs
+        # one batch at a time unless told otherwise: let each actor run `batches_in_flight`
+        # batches at once (its UDF is async), or a server would see one request at a time.
+        # (Ray 2.60 has no processor option for it; the stage's map arguments are public.)
+        processor.stages["HttpRequestStage"].map_batches_kwargs["compute"] = ActorPoolStrategy(
+            size=settings["replicas"], max_concurrent_calls_per_actor=settings["batches_in_flight"]
+        )
         processed.append(processor(dataset))
     return processed
 
@@ -171,12 +181,7 @@ def start_ray(settings: dict[str, Any]) -> None:
     else:
         ray.init(num_cpus=settings["local_cpus"], include_dashboard=False, log_to_driver=False,
                  object_store_memory=settings["object_store_bytes"])  # fmt: skip
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    # A block is one batch, and an actor keeps `batches_in_flight` of them going: the
-    # HTTP stage sends a batch's requests one after another, so this is what keeps
-    # the servers' continuous batching fed, and a finished batch streams back at once.
-    context.max_tasks_in_flight_per_actor = settings["batches_in_flight"]
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def run_batch(settings: dict[str, Any], rows: list[dict[str, Any]]) -> int:
@@ -185,6 +190,7 @@ def run_batch(settings: dict[str, Any], rows: list[dict[str, Any]]) -> int:
 
     items = [{"index": row["index"], "body": json.dumps(row["body"])} for row in rows]
 
+    # One block per batch: a finished batch streams back to the caller at once.
     def dataset_for(shard: int, shards: int) -> Any:
         """Shard `shard` of `shards` as a dataset of one block per batch (None when empty)."""
         part = items[shard::shards]
@@ -197,7 +203,7 @@ def run_batch(settings: dict[str, Any], rows: list[dict[str, Any]]) -> int:
     dataset = processed[0].union(*processed[1:]) if len(processed) > 1 else processed[0]
     written = 0
     for answer in dataset.iter_rows():
-        _emit({key: answer[key] for key in ("index", "text", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")})
+        _emit({key: answer[key] for key in _ANSWER_FIELDS})
         written += 1
     return written
 
