@@ -153,6 +153,7 @@ class EmbeddingRecommender(Recommender):
         return self.batch_loss(self(generator), batch)
 
     def batch_loss(self, representations: Representations, batch: Batch) -> BatchLoss:
+        """The batch's loss terms on representations already computed: mean BPR plus weighted L2."""
         bpr = self.bpr_losses(representations, batch).mean()
         l2 = self.loss_options.l2_reg * l2_penalty(
             representations.user_ids[batch.users], representations.item_ids[batch.positives],
