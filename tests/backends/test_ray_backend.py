@@ -26,10 +26,11 @@ from llmrec.errors import ConfigError
 from tests.backends.counting_proxy import CountingProxy
 from tests.reliability.processes import KillPoint, check_store, kill_at, run_llmrec, store_rows
 
-#: Attributes of 6 items, greedy, one request in flight: six answers that arrive one by one,
+ITEMS = 6
+#: Attributes of ITEMS items, greedy, one request in flight: answers that arrive one by one,
 #: so a kill after the first commit lands with work left.
 AUGMENT_ARGS = (
-    "--what", "attributes", "--limit-users", "1", "--limit-items", "6", "--history-budget", "5",
+    "--what", "attributes", "--limit-users", "1", "--limit-items", str(ITEMS), "--history-budget", "5",
     "--temperature", "0", "--backend", "ray",
     "--backend-option", "batch_size=1", "--backend-option", "batches_in_flight=1",
 )  # fmt: skip
@@ -93,11 +94,17 @@ def test_ray_job_killed_mid_way_resumes_with_only_the_missing_prompts(
         assert killed.killed, (tmp_path / "killed.log").read_text()[-3000:]
         before = _stored_prompts(store)
         assert 1 <= len(before) == killed.progress_at_kill
-        # The Ray job sees its parent die and takes its local Ray down with it.
+        # Answers stream back: the first was stored while the job still had prompts to send.
+        sent_at_kill = proxy.total
+        assert sent_at_kill < ITEMS, f"all {sent_at_kill} prompts were sent before the first answer was stored"
+        # The Ray job sees its parent die and takes its local Ray down with it, without
+        # sending the rest of the batch (answers nobody would store).
         deadline = time.monotonic() + 60
         while (left := _tagged_processes(tag)) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not left, f"processes of the killed run still alive: {left}"
+        sent_after_kill = proxy.total - sent_at_kill
+        assert sent_after_kill <= 1, f"the orphaned job sent {sent_after_kill} requests after llmrec died"
 
         proxy.prompts.clear()
         resumed = run_llmrec(*args, env=env, timeout=420)
@@ -114,8 +121,8 @@ def test_ray_job_killed_mid_way_resumes_with_only_the_missing_prompts(
     assert set(sent.values()) == {1}
     assert all(after[prompt] == owner for prompt, owner in before.items())
     report = json.loads((run / "augment_report.json").read_text())["attributes"]
-    assert report["requested"] == 6
-    assert report["valid"] + report["repaired"] + report["failed"] == 6
+    assert report["requested"] == ITEMS
+    assert report["valid"] + report["repaired"] + report["failed"] == ITEMS
     table = pd.read_parquet(run / "item_attributes.parquet")
     assert len(table) == report["valid"] + report["repaired"]
 
