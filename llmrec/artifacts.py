@@ -27,6 +27,31 @@ from llmrec.errors import ArtifactError
 
 MANIFEST_NAME = "manifest.json"
 
+# Run-directory file names, relative to the run. A stage that writes a file and every stage
+# or report that reads it name it from here, so renaming an artifact is a change in one line.
+USERS = "users.parquet"
+ITEMS = "items.parquet"
+TRAIN = "train.parquet"
+VAL = "val.parquet"
+TEST = "test.parquet"
+CANDIDATES = "candidates.parquet"
+AUGMENTED_EDGES = "augmented_edges.parquet"
+USER_PROFILES = "user_profiles.parquet"
+ITEM_ATTRIBUTES = "item_attributes.parquet"
+AUGMENT_REPORT = "augment_report.json"
+AUDIT_PROFILES = "audit_profiles.json"
+EMBEDDINGS_DIR = "embeddings"
+ITEM_TEXT_EMBEDDINGS = f"{EMBEDDINGS_DIR}/item_text.npy"
+ITEM_ATTRIBUTES_EMBEDDINGS = f"{EMBEDDINGS_DIR}/item_attributes.npy"
+ITEM_ATTRIBUTES_MASK = f"{EMBEDDINGS_DIR}/item_attributes_mask.npy"
+USER_PROFILES_EMBEDDINGS = f"{EMBEDDINGS_DIR}/user_profiles.npy"
+USER_PROFILES_MASK = f"{EMBEDDINGS_DIR}/user_profiles_mask.npy"
+IMAGE_EMBEDDINGS = f"{EMBEDDINGS_DIR}/image.npy"
+MODEL_DIR = "model"
+COMPARISON = f"{MODEL_DIR}/comparison.json"
+CONFIG = "config.json"
+REPORT = "report.md"
+
 
 def create_unique(folder: Path, prefix: str, suffix: str, *, directory: bool = False) -> Path:
     """Create a new, uniquely named empty file (or folder) in `folder` with the mode `open()` would give.

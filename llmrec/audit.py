@@ -20,7 +20,6 @@ import pandas as pd
 from llmrec import artifacts
 from llmrec.errors import ArtifactError
 
-AUDIT_FILE = "audit_profiles.json"
 #: Lower bounds of the ml-1m age brackets; an ml-1m age code is its bracket's lower bound.
 AGE_BRACKET_STARTS = (0, 18, 25, 35, 45, 50, 56)
 AGE_BRACKET_LABELS = ("under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
@@ -91,15 +90,15 @@ def _compare(field: str, truth: pd.Series, predicted: pd.Series) -> FieldAudit:
 def audit_profiles(run_dir: Path | str) -> ProfileAudit:
     """Compare `user_profiles.parquet` with the demographics in `users.parquet`; writes `audit_profiles.json`."""
     run_dir = Path(run_dir)
-    users = artifacts.read_parquet(run_dir / "users.parquet", ["user"])
+    users = artifacts.read_parquet(run_dir / artifacts.USERS, ["user"])
     dataset = artifacts.read_manifest(run_dir)["stages"].get("prepare", {}).get("params", {}).get("dataset", "this dataset")
     users = users[[c for c in users.columns if c == "user" or users[c].notna().any()]]
     if "age" not in users.columns and "gender" not in users.columns:
         raise ArtifactError(
-            f"{run_dir / 'users.parquet'}: {dataset} has no user demographics (age/gender), so LLM profiles "
+            f"{run_dir / artifacts.USERS}: {dataset} has no user demographics (age/gender), so LLM profiles "
             "cannot be audited; use ml-100k or ml-1m"
         )
-    profiles = artifacts.read_parquet(run_dir / "user_profiles.parquet", ["user", "age", "gender"])
+    profiles = artifacts.read_parquet(run_dir / artifacts.USER_PROFILES, ["user", "age", "gender"])
     predicted = profiles.set_index("user")
     truth = users.set_index("user").reindex(predicted.index)
     fields = []
@@ -108,5 +107,5 @@ def audit_profiles(run_dir: Path | str) -> ProfileAudit:
     if "gender" in truth.columns:
         fields.append(_compare("gender", genders(truth["gender"]), genders(predicted["gender"])))
     audit = ProfileAudit(dataset=str(dataset), profiles=len(profiles), fields=fields)
-    artifacts.write_json(run_dir / AUDIT_FILE, audit.as_dict())
+    artifacts.write_json(run_dir / artifacts.AUDIT_PROFILES, audit.as_dict())
     return audit

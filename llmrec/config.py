@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from llmrec.artifacts import write_json
+from llmrec.artifacts import CONFIG, write_json
 from llmrec.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT")
@@ -139,7 +139,7 @@ def write_effective_config(run_dir: Path | str, config: Any) -> None:
     """Merge one stage's effective options into `<run>/config.json`, under the stage's table name."""
     from llmrec.artifacts import read_json
 
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG
     current = read_json(path) if path.exists() else {}
     current[config.section] = as_dict(config)
     write_json(path, current)

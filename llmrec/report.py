@@ -7,49 +7,91 @@ number that is not on disk.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from llmrec import artifacts
 from llmrec.artifacts import read_json, read_manifest, write_text
+from llmrec.augment.pipeline import AugmentationCounts
 from llmrec.recommender.reporting import metrics_table
 
+#: What the report prints for a fact its run never recorded (a stage run by an older version, a partial run).
+UNKNOWN = "?"
 
-def _dataset_section(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    stats = manifest["stages"].get("prepare", {}).get("stats", {})
-    data = config.get("data", {})
+
+def _fields_of(cls: type, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of `record` that name a field of dataclass `cls` (an absent one keeps the field's default)."""
+    return {field.name: record[field.name] for field in dataclasses.fields(cls) if field.name in record}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+    """The dataset lines of the report: the `[data]` table of config.json and the prepare stage's stats."""
+
+    dataset: str = UNKNOWN
+    source: str = UNKNOWN
+    split: str = UNKNOWN
+    seed: int | str = UNKNOWN
+    keep_all_ratings: bool = False
+    min_rating: float | str = UNKNOWN
+    users: int | str = UNKNOWN
+    items: int | str = UNKNOWN
+    train_interactions: int | str = UNKNOWN
+    val_interactions: int | str = UNKNOWN
+    test_interactions: int | str = UNKNOWN
+
+    @classmethod
+    def read(cls, manifest: Mapping[str, Any], config: Mapping[str, Any]) -> DatasetFacts:
+        stats = manifest["stages"].get("prepare", {}).get("stats", {})
+        return cls(**{**_fields_of(cls, stats), **_fields_of(cls, config.get("data", {}))})
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentFacts:
+    """The augmentation header of the report: the `[augment]` table of config.json."""
+
+    backend: str = UNKNOWN
+    model: str = UNKNOWN
+    limit_users: int | None = None
+
+    @classmethod
+    def read(cls, config: Mapping[str, Any]) -> AugmentFacts:
+        return cls(**_fields_of(cls, config.get("augment", {})))
+
+
+def _dataset_section(data: DatasetFacts) -> list[str]:
     lines = ["## Dataset", ""]
-    lines.append(f"- `{data.get('dataset', '?')}` from {stats.get('source', '?')}; split `{data.get('split', '?')}`, "
-                 f"seed {data.get('seed', '?')}, implicit feedback: "
-                 + ("all ratings" if data.get("keep_all_ratings") else f"rating >= {data.get('min_rating', '?')}"))
-    lines.append(f"- {stats.get('users', '?')} users, {stats.get('items', '?')} items; train / val / test "
-                 f"interactions {stats.get('train_interactions', '?')} / {stats.get('val_interactions', '?')} / "
-                 f"{stats.get('test_interactions', '?')}")
+    lines.append(f"- `{data.dataset}` from {data.source}; split `{data.split}`, seed {data.seed}, implicit feedback: "
+                 + ("all ratings" if data.keep_all_ratings else f"rating >= {data.min_rating}"))
+    lines.append(f"- {data.users} users, {data.items} items; train / val / test interactions "
+                 f"{data.train_interactions} / {data.val_interactions} / {data.test_interactions}")
     return lines + [""]
 
 
-def _augmentation_section(run_dir: Path, config: dict[str, Any]) -> list[str]:
-    path = run_dir / "augment_report.json"
-    augment = config.get("augment", {})
+def _augmentation_section(run_dir: Path, augment: AugmentFacts) -> list[str]:
+    path = run_dir / artifacts.AUGMENT_REPORT
     lines = ["## LLM augmentation", ""]
-    lines.append(f"- backend `{augment.get('backend', '?')}`, model `{augment.get('model', '?')}`, "
-                 f"users asked: {augment.get('limit_users') or 'all'} (the others get no augmented edge or profile)")
+    lines.append(f"- backend `{augment.backend}`, model `{augment.model}`, "
+                 f"users asked: {augment.limit_users or 'all'} (the others get no augmented edge or profile)")
     if not path.is_file():
         return lines + ["- no augmentation was run", ""]
-    report = read_json(path)
+    report = {what: AugmentationCounts.from_dict(record) for what, record in read_json(path).items()}
     lines += ["", "| augmentation | requested | valid | repaired | failed | top failure reasons |",
               "|---|---|---|---|---|---|"]
     for what, counts in sorted(report.items()):
-        reasons = ", ".join(f"{reason} ({n})" for reason, n in list(counts.get("failure_reasons", {}).items())[:3])
-        lines.append(f"| {what} | {counts['requested']} | {counts['valid']} | {counts['repaired']} | "
-                     f"{counts['failed']} | {reasons or '-'} |")
+        reasons = ", ".join(f"{reason} ({n})" for reason, n in list(counts.failure_reasons().items())[:3])
+        lines.append(f"| {what} | {counts.requested} | {counts.valid} | {counts.repaired} | "
+                     f"{counts.failed} | {reasons or '-'} |")
     lines += ["", "Only valid and repaired answers enter the artifacts; failures are listed with reasons "
-              "in `augment_report.json`.", ""]
-    return lines + _position_bias_section(report.get("edges", {}))
+              f"in `{artifacts.AUGMENT_REPORT}`.", ""]
+    edges = report.get("edges")
+    return lines + (_position_bias_section(edges.consistency, edges.position_bias) if edges else [])
 
 
-def _position_bias_section(edges: dict[str, Any]) -> list[str]:
+def _position_bias_section(check: dict[str, Any], bias: dict[str, Any]) -> list[str]:
     """Whether the LLM read the candidates: agreement across shuffled orders, answered positions vs uniform."""
-    check, bias = edges.get("consistency"), edges.get("position_bias")
     if not check or not bias:
         return []
     lines = ["### Did the LLM read the edge candidates?", ""]
@@ -89,7 +131,7 @@ def _position_bias_section(edges: dict[str, Any]) -> list[str]:
 
 
 def _metrics_section(run_dir: Path) -> list[str]:
-    path = run_dir / "model" / "comparison.json"
+    path = run_dir / artifacts.COMPARISON
     if not path.is_file():
         return ["## Recommendation quality", "", "- no model was trained", ""]
     comparison = read_json(path)
@@ -113,12 +155,12 @@ def write_report(run_dir: Path | str, stage_seconds: dict[str, float] | None = N
     """Write `<run>/report.md` from the run's artifacts; returns its path."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    config_path = run_dir / "config.json"
+    config_path = run_dir / artifacts.CONFIG
     config = read_json(config_path) if config_path.is_file() else {}
     embed = manifest["stages"].get("embed", {}).get("params", {})
     lines = [f"# llmrec run: {run_dir.name}", ""]
-    lines += _dataset_section(manifest, config)
-    lines += _augmentation_section(run_dir, config)
+    lines += _dataset_section(DatasetFacts.read(manifest, config))
+    lines += _augmentation_section(run_dir, AugmentFacts.read(config))
     lines += ["## Embeddings", "", f"- text encoder: `{embed.get('model', 'not run')}`", ""]
     lines += _metrics_section(run_dir)
     if stage_seconds:
@@ -127,6 +169,6 @@ def write_report(run_dir: Path | str, stage_seconds: dict[str, float] | None = N
         lines.append("")
     lines += ["Provenance (parameters, input and output checksums, library versions) is in `manifest.json`; "
               "the effective configuration in `config.json`.", ""]
-    path = run_dir / "report.md"
+    path = run_dir / artifacts.REPORT
     write_text(path, "\n".join(lines))
     return path

@@ -25,7 +25,6 @@ from llmrec import artifacts
 logger = logging.getLogger(__name__)
 
 STAGE = "candidates"
-CANDIDATES_FILE = "candidates.parquet"
 _USER_BATCH = 1024
 
 
@@ -104,7 +103,7 @@ def generate_candidates(
     params: dict[str, Any] = {"k": k, "seed": seed, "epochs": epochs, "model": "lightgcn"}
     if options:
         params["options"] = dict(options)
-    inputs = {"train.parquet": artifacts.sha256_file(run_dir / "train.parquet")}
+    inputs = {artifacts.TRAIN: artifacts.sha256_file(run_dir / artifacts.TRAIN)}
     # "any epochs" / "any options": reuse candidates already made with the same k and seed
     recorded = artifacts.read_manifest(run_dir)["stages"].get(STAGE, {}).get("params", {})
     same_request = recorded.get("k") == k and recorded.get("seed") == seed
@@ -113,9 +112,9 @@ def generate_candidates(
     if options is None and same_request and "options" in recorded:
         params["options"] = recorded["options"]
     if artifacts.stage_is_current(run_dir, STAGE, params, inputs):
-        logger.info("candidates: %s is up to date", run_dir / CANDIDATES_FILE)
+        logger.info("candidates: %s is up to date", run_dir / artifacts.CANDIDATES)
         stats = artifacts.read_manifest(run_dir)["stages"][STAGE]["stats"]
-        return CandidatesResult(run_dir / CANDIDATES_FILE, skipped=True, val_metrics=stats.get("val_metrics", {}))
+        return CandidatesResult(run_dir / artifacts.CANDIDATES, skipped=True, val_metrics=stats.get("val_metrics", {}))
 
     from llmrec.recommender.api import train_base_model
     from llmrec.recommender.trainer import fit_record_path
@@ -125,7 +124,7 @@ def generate_candidates(
     if params["epochs"] is not None:
         base["epochs"] = params["epochs"]
     result = train_base_model(run_dir, record=fit_record_path(run_dir, "lightgcn", seed), **base)
-    seen = interactions_to_csr(tables.train, tables.n_users, tables.n_items, name=str(run_dir / "train.parquet"))
+    seen = interactions_to_csr(tables.train, tables.n_users, tables.n_items, name=str(run_dir / artifacts.TRAIN))
     items, scores = top_k_unseen(_as_numpy(result.user_embeddings), _as_numpy(result.item_embeddings), seen, k)
     n_users, width = items.shape
     frame = pd.DataFrame({
@@ -135,8 +134,8 @@ def generate_candidates(
         "score": scores.reshape(-1),
     })  # fmt: skip
     frame = frame[np.isfinite(frame["score"])]  # users who have seen almost every item
-    artifacts.write_parquet(run_dir / CANDIDATES_FILE, frame)
+    artifacts.write_parquet(run_dir / artifacts.CANDIDATES, frame)
     val_metrics = json.loads(json.dumps(dict(result.val_metrics or {}), default=str))
-    artifacts.record_stage(run_dir, STAGE, params, inputs, [CANDIDATES_FILE], {"val_metrics": val_metrics, "users": n_users})
+    artifacts.record_stage(run_dir, STAGE, params, inputs, [artifacts.CANDIDATES], {"val_metrics": val_metrics, "users": n_users})
     logger.info("candidates: top-%d unseen items for %d users (base LightGCN validation %s)", width, n_users, val_metrics)
-    return CandidatesResult(run_dir / CANDIDATES_FILE, skipped=False, val_metrics=val_metrics)
+    return CandidatesResult(run_dir / artifacts.CANDIDATES, skipped=False, val_metrics=val_metrics)

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,11 @@ from llmrec.progress import Progress
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "augment_report.json"
+#: augmentation -> the run-directory artifact it writes
 ARTIFACT_FILES = {
-    EDGES: "augmented_edges.parquet",
-    PROFILES: "user_profiles.parquet",
-    ATTRIBUTES: "item_attributes.parquet",
+    EDGES: artifacts.AUGMENTED_EDGES,
+    PROFILES: artifacts.USER_PROFILES,
+    ATTRIBUTES: artifacts.ITEM_ATTRIBUTES,
 }
 #: Longest bad answer quoted back in a repair prompt.
 _REPAIR_QUOTE_CHARS = 1500
@@ -68,10 +68,19 @@ class AugmentationCounts:
     consistency: dict[str, Any] = dataclasses.field(default_factory=dict)
     position_bias: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def failure_reasons(self) -> dict[str, int]:
+        """Failures tallied by kind of reason, most frequent first."""
+        return dict(Counter(_reason_kind(f["reason"]) for f in self.failures).most_common())
+
     def as_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
-        record["failure_reasons"] = dict(Counter(_reason_kind(f["reason"]) for f in self.failures).most_common())
+        record["failure_reasons"] = self.failure_reasons()
         return record
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> AugmentationCounts:
+        """Read back one entry of `augment_report.json` (its derived `failure_reasons` is recomputed)."""
+        return cls(**{field.name: record[field.name] for field in dataclasses.fields(cls) if field.name in record})
 
 
 @dataclasses.dataclass
@@ -219,7 +228,7 @@ def _write_table(path: Path, table: Any) -> None:
 
 
 def _update_report(run_dir: Path, what: str, counts: AugmentationCounts) -> None:
-    path = run_dir / REPORT_FILE
+    path = run_dir / artifacts.AUGMENT_REPORT
     report = artifacts.read_json(path) if path.is_file() else {}
     report[what] = counts.as_dict()
     artifacts.write_json(path, report)
@@ -254,7 +263,7 @@ def run_augmentation(run_dir: Path | str, backend: Backend, config: AugmentConfi
     `augment_run`'s). All requests go through the completion store at
     `config.store` (default: `$LLMREC_HOME/completions.sqlite`).
     """
-    from llmrec.augment.candidates import CANDIDATES_FILE, generate_candidates
+    from llmrec.augment.candidates import generate_candidates
     from llmrec.data.tables import load_split
     from llmrec.paths import default_store_path
     from llmrec.store import CompletionStore
@@ -267,11 +276,11 @@ def run_augmentation(run_dir: Path | str, backend: Backend, config: AugmentConfi
         generate_candidates(run_dir, config.candidates_k, seed=config.seed, device=config.device,
                             epochs=config.candidates_epochs)  # fmt: skip
     candidates = None
-    if (run_dir / CANDIDATES_FILE).is_file():  # attributes also cover the candidates when known
-        candidates = artifacts.read_parquet(run_dir / CANDIDATES_FILE, ["user", "rank", "item", "score"])
-    inputs = {name: artifacts.sha256_file(run_dir / name) for name in ("train.parquet", "items.parquet")}
+    if (run_dir / artifacts.CANDIDATES).is_file():  # attributes also cover the candidates when known
+        candidates = artifacts.read_parquet(run_dir / artifacts.CANDIDATES, ["user", "rank", "item", "score"])
+    inputs = {name: artifacts.sha256_file(run_dir / name) for name in (artifacts.TRAIN, artifacts.ITEMS)}
     if candidates is not None:
-        inputs[CANDIDATES_FILE] = artifacts.sha256_file(run_dir / CANDIDATES_FILE)
+        inputs[artifacts.CANDIDATES] = artifacts.sha256_file(run_dir / artifacts.CANDIDATES)
 
     counts: dict[str, AugmentationCounts] = {}
     with CompletionStore(config.store or default_store_path()) as store:
@@ -297,7 +306,7 @@ def _run_one(
 ) -> AugmentationCounts:
     what = task_set.what
     stage = f"augment:{what}"
-    stage_inputs = {k: v for k, v in inputs.items() if what == EDGES or k != "candidates.parquet"}
+    stage_inputs = {k: v for k, v in inputs.items() if what == EDGES or k != artifacts.CANDIDATES}
     params = _stage_params(what, backend, config, task_set.template.template_hash, [t.entity for t in task_set.tasks])
     if artifacts.stage_is_current(run_dir, stage, params, stage_inputs):
         recorded = artifacts.read_manifest(run_dir)["stages"][stage]["stats"]

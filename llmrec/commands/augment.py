@@ -73,7 +73,8 @@ def embed(
 @audit_app.command("profiles")
 def audit_profiles(run: Path = typer.Argument(..., help="Run directory with user_profiles.parquet.")) -> None:
     """Accuracy of LLM-inferred age bracket and gender vs the dataset's demographics, next to a majority baseline."""
-    from llmrec.audit import AUDIT_FILE, audit_profiles as run_audit
+    from llmrec.artifacts import AUDIT_PROFILES
+    from llmrec.audit import audit_profiles as run_audit
 
     typer.echo(run_audit(run).describe())
-    typer.echo(f"written: {run / AUDIT_FILE}")
+    typer.echo(f"written: {run / AUDIT_PROFILES}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec import artifacts
 from llmrec.artifacts import load_npy, read_parquet, sha256_file
 from llmrec.data.tables import SPLITS, load_split
 from llmrec.errors import ArtifactError
@@ -23,12 +24,11 @@ logger = logging.getLogger(__name__)
 
 # feature name -> (path inside the run, which node type its rows describe)
 FEATURE_FILES: dict[str, tuple[str, str]] = {
-    "item_text": ("embeddings/item_text.npy", "item"),
-    "item_attributes": ("embeddings/item_attributes.npy", "item"),
-    "user_profiles": ("embeddings/user_profiles.npy", "user"),
-    "image": ("embeddings/image.npy", "item"),
+    "item_text": (artifacts.ITEM_TEXT_EMBEDDINGS, "item"),
+    "item_attributes": (artifacts.ITEM_ATTRIBUTES_EMBEDDINGS, "item"),
+    "user_profiles": (artifacts.USER_PROFILES_EMBEDDINGS, "user"),
+    "image": (artifacts.IMAGE_EMBEDDINGS, "item"),
 }
-AUGMENTED_EDGES_FILE = "augmented_edges.parquet"
 
 
 @dataclass
@@ -108,9 +108,9 @@ def load_run_data(run_dir: Path | str) -> RunData:
             features[name] = _read_feature(path, n_users if node_type == "user" else n_items, node_type)
             inputs.append(relative)
     augmented = np.zeros((0, 3), dtype=np.int64)
-    if (run_dir / AUGMENTED_EDGES_FILE).is_file():
-        augmented = _read_augmented(run_dir / AUGMENTED_EDGES_FILE, n_users, n_items)
-        inputs.append(AUGMENTED_EDGES_FILE)
+    if (run_dir / artifacts.AUGMENTED_EDGES).is_file():
+        augmented = _read_augmented(run_dir / artifacts.AUGMENTED_EDGES, n_users, n_items)
+        inputs.append(artifacts.AUGMENTED_EDGES)
     logger.info(
         "run %s: %d users, %d items, %s interactions; features %s; %d augmented triples",
         run_dir, n_users, n_items, {k: len(v) for k, v in interactions.items()},

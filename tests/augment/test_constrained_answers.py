@@ -72,14 +72,15 @@ def test_edge_answers_name_candidates_by_construction(constrained_answers) -> No
 
 
 def test_answers_cut_by_max_tokens_fail_with_the_reason_and_a_whole_artifact(fresh_run: Path, smollm2) -> None:
-    from llmrec.augment.pipeline import ARTIFACT_FILES, REPORT_FILE, run_augmentation
+    from llmrec.artifacts import AUGMENT_REPORT
+    from llmrec.augment.pipeline import ARTIFACT_FILES, run_augmentation
 
     options = AugmentConfig(what=("profiles",), limit_users=2, temperature=0.0, max_tokens=12, history_budget=HISTORY,
                             store=str(fresh_run / "store.sqlite"))
     summary = run_augmentation(fresh_run, smollm2, options)
     counts = summary.counts["profiles"]
     assert counts.requested == 2 and counts.failed == 2  # a profile's JSON does not fit in 12 tokens
-    report = json.loads((fresh_run / REPORT_FILE).read_text())["profiles"]
+    report = json.loads((fresh_run / AUGMENT_REPORT).read_text())["profiles"]
     assert len(report["failures"]) == 2
     for failure in report["failures"]:
         assert failure["reason"].startswith("answer cut at max_tokens=12 (") and failure["reason"].endswith("raise max_tokens")

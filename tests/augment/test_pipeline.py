@@ -24,8 +24,9 @@ import pandas as pd
 import pytest
 
 from llmrec import artifacts
+from llmrec.artifacts import AUGMENT_REPORT
 from llmrec.augment.config import AugmentConfig
-from llmrec.augment.pipeline import ARTIFACT_FILES, REPORT_FILE, run_augmentation
+from llmrec.augment.pipeline import ARTIFACT_FILES, run_augmentation
 from llmrec.data.tables import load_split
 from llmrec.prompts import load_template
 
@@ -66,7 +67,7 @@ def _stored_completions(store: Path) -> int:
 def test_accounting_and_artifacts_hold_only_validated_rows(augmented: dict) -> None:
     run_dir, counts = augmented["run"], augmented["summary"].counts
     tables = load_split(run_dir)
-    report = artifacts.read_json(run_dir / REPORT_FILE)
+    report = artifacts.read_json(run_dir / AUGMENT_REPORT)
     assert set(counts) == {"edges", "profiles", "attributes"}
     assert counts["profiles"].requested == USERS
     assert counts["edges"].requested == USERS * OPTIONS.edge_orders  # each user under several candidate orders
@@ -111,7 +112,7 @@ def test_rerun_after_losing_the_artifacts_is_served_entirely_from_the_store(augm
 
     run_dir = tmp_path / "run"
     shutil.copytree(augmented["run"], run_dir)
-    for rel in [*ARTIFACT_FILES.values(), REPORT_FILE]:
+    for rel in [*ARTIFACT_FILES.values(), AUGMENT_REPORT]:
         (run_dir / rel).unlink()
     stored = _stored_completions(augmented["store"])
     untouched = get_backend("transformers", model="smollm2-135m")  # a fresh backend: never loaded
@@ -131,7 +132,7 @@ def test_sigkill_mid_augment_then_rerun_gives_the_uninterrupted_artifacts(augmen
     # Attributes: the augmentation where SmolLM2 gets some answers right, so the comparison has rows.
     run_dir, store = tmp_path / "run", tmp_path / "store.sqlite"
     shutil.copytree(augmented["run"], run_dir)  # same candidates -> same item selection
-    for rel in [*ARTIFACT_FILES.values(), REPORT_FILE]:
+    for rel in [*ARTIFACT_FILES.values(), AUGMENT_REPORT]:
         (run_dir / rel).unlink()
     command = [sys.executable, "-m", "llmrec", "augment", str(run_dir), "--what", "attributes", "--store", str(store),
                "--limit-items", str(ITEMS), "--backend-option", "batch_size=1", *CLI_FLAGS]  # fmt: skip
@@ -150,7 +151,7 @@ def test_sigkill_mid_augment_then_rerun_gives_the_uninterrupted_artifacts(augmen
     pd.testing.assert_frame_equal(
         pd.read_parquet(run_dir / "item_attributes.parquet"), pd.read_parquet(augmented["run"] / "item_attributes.parquet")
     )
-    report = json.loads((run_dir / REPORT_FILE).read_text())["attributes"]
+    report = json.loads((run_dir / AUGMENT_REPORT).read_text())["attributes"]
     reference = augmented["summary"].counts["attributes"]
     assert (report["valid"], report["repaired"], report["failed"]) == (reference.valid, reference.repaired, reference.failed)
     assert report["failures"] == reference.failures

@@ -19,7 +19,8 @@ import pytest
 from llmrec import artifacts
 from llmrec.augment.consistency import edge_consensus, majority_edge
 from llmrec.augment.config import AugmentConfig
-from llmrec.augment.pipeline import REPORT_FILE, run_augmentation
+from llmrec.artifacts import AUGMENT_REPORT
+from llmrec.augment.pipeline import run_augmentation
 from llmrec.augment.tasks import candidate_orders, edge_tasks, select_users
 from llmrec.augment.validate import EdgeChoice
 from llmrec.data.tables import load_split
@@ -140,7 +141,7 @@ def test_vllm_edges_record_orders_agreement_and_the_position_histogram(
 
     params = artifacts.read_manifest(run_dir)["stages"]["augment:edges"]["params"]
     assert params["candidate_order_seed"] == 3 and params["edge_orders"] == 3
-    report = artifacts.read_json(run_dir / REPORT_FILE)["edges"]
+    report = artifacts.read_json(run_dir / AUGMENT_REPORT)["edges"]
     check, bias = report["consistency"], report["position_bias"]
     assert check["orders"] == 3 and check["users"] == 4 and check["candidate_order_seed"] == 3
     assert bias["model"] == "smollm2-135m" and bias["candidates"] == 5
