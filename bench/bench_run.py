@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from llmrec.artifacts import read_json
-from llmrec.pipeline import load_job_config, run_job
+from llmrec.job import load_job_config, run_job
 
 log = logging.getLogger("bench.run")
 

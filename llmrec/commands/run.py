@@ -30,7 +30,7 @@ def run(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda for training and embeddings."),
 ) -> None:
     """Run the main job: prepare, candidates, LLM augmentation, embeddings, training vs baselines, report."""
-    from llmrec.pipeline import load_job_config, run_job
+    from llmrec.job import load_job_config, run_job
 
     overrides = {
         "data": {"dataset": dataset},

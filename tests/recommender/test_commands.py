@@ -123,7 +123,7 @@ def test_paired_test_pools_seeds_and_pairs_users() -> None:
 
 
 def test_full_experiment_config_loads_as_documented() -> None:
-    from llmrec.pipeline import load_job_config
+    from llmrec.job import load_job_config
 
     config = load_job_config(Path(__file__).resolve().parents[2] / "configs" / "full.toml", {})
     assert config.augment.backend == "vllm" and config.augment.limit_users == 0 and config.augment.limit_items is None

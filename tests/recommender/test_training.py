@@ -145,7 +145,7 @@ def test_nan_selection_score_stops_training(ml_small_run: Path) -> None:
 
 def test_baseline_reuses_the_candidate_stage_fit_when_the_options_match(ml_small_run: Path) -> None:
     """`llmrec run` trains its base LightGCN once: the candidates' fit is the LightGCN baseline's seed 0."""
-    from llmrec.pipeline import candidate_options
+    from llmrec.job import candidate_options
     from llmrec.recommender.api import train_base_model
     from llmrec.recommender.comparison import baseline_config
     from llmrec.recommender.runner import load_trained
