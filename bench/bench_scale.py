@@ -7,7 +7,7 @@ MovieLens), and ids are shuffled so popularity is not correlated with id.
 Users = edges / 25 and items = edges / 50 at every size (mean degrees 25 and
 50). The parent draws each graph once and saves its pairs; every case then
 runs in its own subprocess (1 torch and OpenMP thread) that builds the
-project's own model with `build_model`, an `_EpochRunner` and Adam on an
+project's own model with `build_model`, an `_EpochSteps` and Adam on an
 in-memory `RunData`, so the peak RSS (`resource.getrusage`) is that case's.
 
 Why steps, not whole epochs: every step of LightGCN/LLMRec propagates the
@@ -220,7 +220,7 @@ def train_worker(pairs_path: str, n_users: str, n_items: str, model: str, engine
 
     from llmrec.recommender.options import TrainConfig
     from llmrec.recommender.factory import build_model
-    from llmrec.recommender.trainer import _EpochRunner
+    from llmrec.recommender.trainer import _EpochSteps
 
     torch.set_num_threads(1)
     pairs = np.load(pairs_path)
@@ -229,7 +229,7 @@ def train_worker(pairs_path: str, n_users: str, n_items: str, model: str, engine
     torch.manual_seed(0)
     started = time.perf_counter()
     network, engine_name = build_model(config, data, torch.device("cpu"))
-    runner = _EpochRunner(network, data, config, torch.device("cpu"))
+    runner = _EpochSteps(network, data, config, torch.device("cpu"))
     build_s = time.perf_counter() - started
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(0)

@@ -89,14 +89,14 @@ def worker(run_dir: str, model: str, engine: str) -> None:
     from llmrec.recommender.options import TrainConfig
     from llmrec.recommender.protocol import build_evaluators
     from llmrec.recommender.factory import build_model
-    from llmrec.recommender.trainer import _EpochRunner
+    from llmrec.recommender.trainer import _EpochSteps
 
     torch.set_num_threads(THREADS)
     data = load_run_data(run_dir)
     config = TrainConfig(model=model, engine=engine, device="cpu").resolve()
     torch.manual_seed(0)
     network, engine_name = build_model(config, data, torch.device("cpu"))
-    runner = _EpochRunner(network, data, config, torch.device("cpu"))
+    runner = _EpochSteps(network, data, config, torch.device("cpu"))
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(0)
     runner.run(optimizer, generator)  # warm-up: lazy initialisation, allocator growth

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,15 @@ import pandas as pd
 from llmrec import artifacts
 from llmrec.augment.schemas import ATTRIBUTE_ANSWER, PROFILE_ANSWER
 from llmrec.embed_config import EmbedConfig
+from llmrec.devices import resolve_device
 from llmrec.errors import ConfigError
 from llmrec.paths import llmrec_home
 from llmrec.progress import Progress
+from llmrec.sqlite_files import chunks, connect_wal, placeholders
 
 logger = logging.getLogger(__name__)
 
 EMBED_STAGE = "embed"
-OUTPUT_DIR = "embeddings"
-ITEM_TEXT = f"{OUTPUT_DIR}/item_text.npy"
-ITEM_ATTRIBUTES = f"{OUTPUT_DIR}/item_attributes.npy"
-ITEM_ATTRIBUTES_MASK = f"{OUTPUT_DIR}/item_attributes_mask.npy"
-USER_PROFILES = f"{OUTPUT_DIR}/user_profiles.npy"
-USER_PROFILES_MASK = f"{OUTPUT_DIR}/user_profiles_mask.npy"
-#: SQLite's default limit of host parameters per statement is 999 on old builds.
-_SQL_CHUNK = 900
 #: Encoder batches per progress step: large enough that sentence-transformers' own
 #: length sorting inside a call still groups similar texts.
 _BATCHES_PER_PROGRESS_STEP = 16
@@ -126,9 +119,7 @@ class EmbeddingCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_wal(self.path, timeout_s=60.0, autocommit=False)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS vectors (model TEXT, text_sha TEXT, dim INTEGER, "
             "vector BLOB, PRIMARY KEY (model, text_sha))"
@@ -142,9 +133,8 @@ class EmbeddingCache:
 
     def get_many(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
-        for start in range(0, len(text_hashes), _SQL_CHUNK):
-            chunk = list(text_hashes[start : start + _SQL_CHUNK])
-            marks = ",".join("?" * len(chunk))
+        for chunk in chunks(list(text_hashes)):
+            marks = placeholders(len(chunk))
             rows = self._db.execute(
                 f"SELECT text_sha, dim, vector FROM vectors WHERE model = ? AND text_sha IN ({marks})",
                 [model, *chunk],
@@ -175,7 +165,7 @@ def open_cache(path: Path | None = None) -> Iterator[EmbeddingCache]:
         cache.close()
 
 
-def resolve_model(model: str | None) -> tuple[str, str]:
+def resolve_encoder(model: str | None) -> tuple[str, str]:
     """(what to load, cache key). The key fingerprints a local folder by its config files,
     so the same weights installed in two venvs share cache entries."""
     display_name = None
@@ -198,21 +188,13 @@ def resolve_model(model: str | None) -> tuple[str, str]:
     return str(folder), f"{display_name or folder.name}@{digest.hexdigest()[:16]}"
 
 
-def resolve_device(device: str | None) -> str:
-    if device not in (None, "auto"):
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class TextEncoder:
     """A sentence-transformers model behind the cache; loaded only when a text misses."""
 
     def __init__(
         self, model: str | None = None, device: str | None = None, batch_size: int = EmbedConfig.batch_size
     ) -> None:
-        self.source, self.key = resolve_model(model)
+        self.source, self.key = resolve_encoder(model)
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self._model: Any = None
@@ -288,7 +270,7 @@ def embed_run(run_dir: Path | str, config: EmbedConfig = EmbedConfig()) -> Embed
     run_dir = Path(run_dir)
     tables = load_split(run_dir)
     encoder = TextEncoder(config.model, config.device, config.batch_size)
-    sources = {name: run_dir / name for name in ("items.parquet", "item_attributes.parquet", "user_profiles.parquet")}
+    sources = {name: run_dir / name for name in (artifacts.ITEMS, artifacts.ITEM_ATTRIBUTES, artifacts.USER_PROFILES)}
     inputs = {name: artifacts.sha256_file(path) for name, path in sources.items() if path.is_file()}
     params = {"model": encoder.key}
     if artifacts.stage_is_current(run_dir, EMBED_STAGE, params, inputs):
@@ -297,14 +279,17 @@ def embed_run(run_dir: Path | str, config: EmbedConfig = EmbedConfig()) -> Embed
 
     with open_cache() as cache:
         item_matrix = encoder.encode(item_texts(tables.items), cache)
-        attributes = _optional_frame(sources["item_attributes.parquet"])
+        attributes = _optional_frame(sources[artifacts.ITEM_ATTRIBUTES])
         attribute_matrix, attribute_mask = encoder.encode_optional(attribute_texts(tables.n_items, attributes), cache)
-        profiles = _optional_frame(sources["user_profiles.parquet"])
+        profiles = _optional_frame(sources[artifacts.USER_PROFILES])
         profile_matrix, profile_mask = encoder.encode_optional(profile_texts(tables.n_users, profiles), cache)
 
     outputs = {
-        ITEM_TEXT: item_matrix, ITEM_ATTRIBUTES: attribute_matrix, ITEM_ATTRIBUTES_MASK: attribute_mask,
-        USER_PROFILES: profile_matrix, USER_PROFILES_MASK: profile_mask,
+        artifacts.ITEM_TEXT_EMBEDDINGS: item_matrix,
+        artifacts.ITEM_ATTRIBUTES_EMBEDDINGS: attribute_matrix,
+        artifacts.ITEM_ATTRIBUTES_MASK: attribute_mask,
+        artifacts.USER_PROFILES_EMBEDDINGS: profile_matrix,
+        artifacts.USER_PROFILES_MASK: profile_mask,
     }
     for rel, array in outputs.items():
         artifacts.save_npy(run_dir / rel, array)

@@ -36,6 +36,7 @@ from typing import Any
 
 from llmrec.backends.base import Backend, ChatRequest, Completion
 from llmrec.errors import ConfigError
+from llmrec.sqlite_files import chunks, connect_wal, placeholders
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ CREATE TABLE IF NOT EXISTS claims (
     lease_until REAL NOT NULL
 ) WITHOUT ROWID;
 """
-# SQLite's default limit on host parameters per statement is 999 on old builds.
-_SQL_CHUNK = 500
 #: Environment variable that sets how many prompts a process claims at a time (see CompletionStore).
 CLAIM_CHUNK_ENV = "LLMREC_CLAIM_CHUNK"
 
@@ -141,11 +140,6 @@ def _claim_chunk_from_env() -> int:
     return int(text)
 
 
-def _chunks(items: Sequence[str], size: int = _SQL_CHUNK) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _add_owner_column(conn: sqlite3.Connection) -> None:
     """Stores made before answers recorded their owner get the column (old rows: '')."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(completions)")}
@@ -156,25 +150,6 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
     except sqlite3.OperationalError as exc:
         if "duplicate column" not in str(exc):  # another process added it meanwhile
             raise
-
-
-def _enable_wal(conn: sqlite3.Connection, *, timeout_s: float) -> None:
-    """Switch a store to WAL, retrying while another process switches it too.
-
-    Changing the journal mode needs an exclusive lock, and SQLite answers
-    "database is locked" at once (its busy handler is not called) when several
-    processes open a new store in the same instant: measured 6 of 240 opens by
-    four processes at once. So retry here, up to the store's busy timeout.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 #: The fields of an exported completion and the types an import accepts for each.
@@ -250,11 +225,8 @@ class CompletionStore:
         self._conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            _enable_wal(conn, timeout_s=60.0)
+            conn = connect_wal(self.path, timeout_s=60.0, autocommit=True)
             # NORMAL in WAL mode: a commit survives the process being killed
             # (it is in the WAL file); only an OS crash can lose the last ones.
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -289,8 +261,8 @@ class CompletionStore:
     def lookup(self, keys: Sequence[str]) -> dict[str, Completion]:
         """Stored completions of `keys` (absent keys are simply missing)."""
         found: dict[str, Completion] = {}
-        for chunk in _chunks(list(keys)):
-            marks = ",".join("?" * len(chunk))
+        for chunk in chunks(list(keys)):
+            marks = placeholders(len(chunk))
             rows = self._conn.execute(
                 "SELECT key, text, finish_reason, prompt_tokens, completion_tokens, latency_s "
                 f"FROM completions WHERE key IN ({marks})",
@@ -440,8 +412,8 @@ class CompletionStore:
     @staticmethod
     def _keys_present(conn: sqlite3.Connection, table: str, keys: Sequence[str]) -> list[str]:
         present: list[str] = []
-        for chunk in _chunks(list(keys)):
-            marks = ",".join("?" * len(chunk))
+        for chunk in chunks(list(keys)):
+            marks = placeholders(len(chunk))
             present += [row[0] for row in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", tuple(chunk))]
         return present
 

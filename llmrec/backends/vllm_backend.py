@@ -41,7 +41,8 @@ from llmrec.backends.aliases import resolve_model
 from llmrec.backends.base import ChatRequest, Completion
 from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
 from llmrec.backends.http_client import HTTPOptions, OpenAICompatibleBackend
-from llmrec.backends.vllm_server import EngineSettings, VLLMServer, resolve_device
+from llmrec.backends.vllm_server import EngineSettings, VLLMServer
+from llmrec.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 

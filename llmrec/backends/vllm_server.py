@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from llmrec.devices import resolve_device  # noqa: F401  (re-exported: backends/ray_backend.py imports it here)
 from llmrec.errors import BackendError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -42,22 +43,8 @@ def default_vllm_python() -> Path:
     return _REPO_ROOT / ".venv-vllm" / "bin" / "python"
 
 
-#: Devices vLLM is set up for; "auto" is resolved by the caller (`resolve_device`).
+#: Devices vLLM is set up for; "auto" is resolved by the caller (`llmrec.devices.resolve_device`).
 DEVICES = ("cpu", "cuda")
-
-
-def resolve_device(device: str) -> str:
-    """`auto` is `cuda` when torch in this Python sees a GPU, else `cpu`; anything else as given.
-
-    Callers and tests pass `cpu` / `cuda` explicitly to decide without asking the host.
-    """
-    if device != "auto":
-        return device
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclasses.dataclass(frozen=True)

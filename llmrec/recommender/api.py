@@ -19,7 +19,7 @@ from llmrec.recommender.data import load_run_data
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.protocol import build_evaluators
 from llmrec.recommender.models import EmbeddingRecommender
-from llmrec.recommender.trainer import fit, resolve_device
+from llmrec.recommender.trainer import fit, torch_device
 
 
 @dataclass
@@ -53,7 +53,7 @@ def train_base_model(
         raise ConfigError(f"train_base_model: model must be lightgcn, mf or llmrec, got {model!r}")
     data = load_run_data(run_dir)
     config = TrainConfig(model=model, seed=seed, device=device, max_epochs=epochs, **options)
-    device_name = str(resolve_device(config.device))
+    device_name = str(torch_device(config.device))
     evaluators = build_evaluators(data, "standard", device_name, config.eval_batch_size, with_test=False)
     result = fit(data, config, seed, lambda trained: evaluators.selection.evaluate(trained.scorer()),
                  reuse=record, record_to=record)

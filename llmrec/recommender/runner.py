@@ -29,7 +29,7 @@ from llmrec.recommender.models import EmbeddingRecommender
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.protocol import build_evaluators, protocol_label
 from llmrec.recommender.reporting import mean_and_std, summary_markdown, write_training_curve
-from llmrec.recommender.trainer import SELECTION_METRIC, fit, fit_record_path, resolve_device
+from llmrec.recommender.trainer import SELECTION_METRIC, fit, fit_record_path, torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
         return read_json(model_dir(run_dir, name) / "metrics.json")
     out_dir = model_dir(run_dir, name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = str(resolve_device(config.device))
+    device = str(torch_device(config.device))
     started = time.perf_counter()
     seeds = [_train_seed(data, config, config.seed + offset, out_dir, device) for offset in range(config.seeds)]
     runs = [run for run, _ in seeds]
@@ -161,7 +161,7 @@ def load_trained(run_dir: Path | str, name: str, device: str = "auto") -> Traine
         raise ArtifactError(
             f"{path}: trained with features {checkpoint['feature_dims']}, the run now has {dims}; retrain"
         )
-    model, _ = build_model(config, data, resolve_device(config.device))
+    model, _ = build_model(config, data, torch_device(config.device))
     assert isinstance(model, EmbeddingRecommender)  # a model without weights leaves no checkpoint
     model.load_state_dict({key: value.to(next(model.parameters()).device)
                            for key, value in checkpoint["state_dict"].items()})
@@ -172,7 +172,7 @@ def evaluate_saved(run_dir: Path | str, name: str, device: str = "auto") -> dict
     """Re-evaluate a saved checkpoint on the selection and test splits of its protocol."""
     trained = load_trained(run_dir, name, device)
     config = trained.config
-    evaluators = build_evaluators(trained.data, config.protocol, str(resolve_device(device)), config.eval_batch_size)
+    evaluators = build_evaluators(trained.data, config.protocol, str(torch_device(device)), config.eval_batch_size)
     with torch.no_grad():
         scorer = trained.model.scorer()
         selection = evaluators.selection.evaluate(scorer)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmrec.devices import resolve_device
 from llmrec.errors import ConfigError
 from llmrec.progress import track
 from llmrec.recommender.checkpoints import (
@@ -79,9 +80,9 @@ class _Progress:
     train_seconds: float = 0.0
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def torch_device(device: str) -> torch.device:
+    """The torch device for `[train] device`: `auto` resolved (`llmrec.devices`), cpu / cuda[:N] checked."""
+    device = resolve_device(device)
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"[train] option 'device' = {device!r}: expected auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -89,7 +90,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class _EpochRunner:
+class _EpochSteps:
     """One epoch of steps: draw a batch, the model's loss for it, one optimizer step."""
 
     def __init__(self, model: EmbeddingRecommender, data: RunData, config: TrainConfig, device: torch.device) -> None:
@@ -196,7 +197,7 @@ def fit(
     `record_to` writes such a record of this fit.
     """
     config = config.resolve()
-    device = resolve_device(config.device)
+    device = torch_device(config.device)
     seed_everything(seed)
     model, engine_name = build_model(config, data, device)
     if not isinstance(model, EmbeddingRecommender):  # popularity: nothing to learn, evaluated as it is
@@ -207,7 +208,7 @@ def fit(
     assert config.lr is not None and config.max_epochs is not None
     optimizer = model.optimizer(config.lr)
     generator = torch.Generator().manual_seed(seed)
-    runner = _EpochRunner(model, data, config, device)
+    epoch_steps = _EpochSteps(model, data, config, device)
     progress = _Progress()
     best_state = copy.deepcopy(model.state_dict())
     fingerprint = {"config": config.fingerprint(), "seed": seed, "inputs": data.input_digests}
@@ -231,7 +232,7 @@ def fit(
     epochs_this_call = 0
     for epoch in epochs:
         started = time.perf_counter()
-        losses = runner.run(optimizer, generator)
+        losses = epoch_steps.run(optimizer, generator)
         progress.train_seconds += time.perf_counter() - started
         progress.epoch = epoch + 1
         record: dict[str, float] = {"epoch": progress.epoch, **losses}

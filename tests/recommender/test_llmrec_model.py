@@ -15,7 +15,7 @@ from llmrec.recommender.factory import build_model
 from llmrec.recommender.losses import prune_highest, scaled_cosine_error
 from llmrec.recommender.models import LLMRecModel
 from llmrec.recommender.options import TrainConfig
-from llmrec.recommender.trainer import _EpochRunner, fit
+from llmrec.recommender.trainer import _EpochSteps, fit
 
 CPU = torch.device("cpu")
 CONFIG = TrainConfig(model="llmrec", embedding_dim=16, device="cpu", lr=1e-2, batch_size=4096)
@@ -37,7 +37,7 @@ def _one_step(run: Path, config: TrainConfig) -> tuple[LLMRecModel, dict[str, fl
     data = load_run_data(run)
     torch.manual_seed(0)
     model, _ = build_model(config, data, CPU)
-    runner = _EpochRunner(model, data, config, CPU)
+    runner = _EpochSteps(model, data, config, CPU)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses = runner._step(optimizer, torch.Generator().manual_seed(0))
     return model, losses
@@ -73,7 +73,7 @@ def test_augmented_triples_follow_the_batch_users_at_partial_coverage(ml_small_r
     covered = torch.from_numpy(covered_rows["user"].to_numpy())
     data = load_run_data(ml_small_run_with_features)
     model, _ = build_model(CONFIG, data, CPU)
-    runner = _EpochRunner(model, data, CONFIG, CPU)
+    runner = _EpochSteps(model, data, CONFIG, CPU)
     generator = torch.Generator().manual_seed(0)
     real_samples = augmented_samples = 0
     for _ in range(50):

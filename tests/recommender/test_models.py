@@ -12,7 +12,7 @@ from llmrec.recommender.models import BatchLoss, LossOptions, MatrixFactorizatio
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.runner import train_and_evaluate
 from llmrec.recommender.sampling import Batch
-from llmrec.recommender.trainer import _EpochRunner
+from llmrec.recommender.trainer import _EpochSteps
 
 CPU = torch.device("cpu")
 
@@ -33,7 +33,7 @@ def test_the_trainer_steps_on_the_model_s_own_loss(ml_small_run: Path) -> None:
     for name, model_class in (("plain", MatrixFactorization), ("penalised", _PenalisedMF)):
         torch.manual_seed(0)
         model = model_class(data.n_users, data.n_items, 16, LossOptions(l2_reg=config.l2_reg))
-        steps[name] = _EpochRunner(model, data, config, CPU)._step(model.optimizer(config.lr),
+        steps[name] = _EpochSteps(model, data, config, CPU)._step(model.optimizer(config.lr),
                                                                     torch.Generator().manual_seed(0))
         models[name] = model
     assert steps["plain"]["bpr"] > 0

@@ -18,7 +18,7 @@ from llmrec.recommender.models import FeatureOptions
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.original import OriginalLLMRecModel, RowNormalisedEngine, keep_hardest
 from llmrec.recommender.runner import train_and_evaluate
-from llmrec.recommender.trainer import _EpochRunner
+from llmrec.recommender.trainer import _EpochSteps
 
 CPU = torch.device("cpu")
 # 3 users x 4 items; user degrees 2, 1, 3 and item degrees 2, 2, 1, 1
@@ -72,7 +72,7 @@ def test_original_variant_trains_with_adamw_and_the_whole_batch_pruned(ml_small_
     model, _ = build_model(config, data, CPU)
     optimizer = model.optimizer(config.lr)
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
-    runner = _EpochRunner(model, data, config, CPU)
+    runner = _EpochSteps(model, data, config, CPU)
     before = model.projections["item_attributes"].weight.detach().clone()
     losses = runner._step(optimizer, torch.Generator().manual_seed(0))
     assert np.isfinite(losses["loss"]) and losses["l2"] == 0.0
