@@ -37,7 +37,7 @@ from llmrec.backends import ChatRequest, SamplingParams, get_backend
 from llmrec.backends.gguf_convert import ensure_converted
 from llmrec.backends.vllm_server import VLLMServer
 from llmrec.bundled import smollm2_gguf_path
-from llmrec.store import CompletionStore
+from llmrec.backends.store import CompletionStore
 
 RESULTS = Path(__file__).parent / "results" / "backends.md"
 MODEL = "smollm2-135m"

@@ -29,7 +29,7 @@ from llmrec.backends import get_backend
 from llmrec.backends.gguf_convert import ensure_converted
 from llmrec.backends.vllm_server import VLLMServer
 from llmrec.bundled import smollm2_gguf_path
-from llmrec.store import CompletionStore
+from llmrec.backends.store import CompletionStore
 from bench.bench_backends import MODEL, bench_requests
 
 RESULTS = Path(__file__).parent / "results" / "ray.md"

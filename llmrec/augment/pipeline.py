@@ -130,7 +130,7 @@ def _ask(
     store: Any, backend: Backend, tasks: Sequence[Task], requests: Sequence[ChatRequest], desc: str, usage: Any
 ) -> list[tuple[str, Any, str | None]]:
     """(text, value, reason) per request, validated as each answer arrives so progress can say how many are valid."""
-    from llmrec.store import UsageSummary
+    from llmrec.backends.store import UsageSummary
 
     results: list[tuple[str, Any, str | None]] = [("", None, "no answer")] * len(requests)
     this_call = UsageSummary()
@@ -150,7 +150,7 @@ def answer_tasks(
     task_set: TaskSet, backend: Backend, store: Any, sampling: SamplingParams
 ) -> tuple[dict[int, Any], AugmentationCounts]:
     """Ask every task (one batch), repair invalid answers once (one batch), count everything."""
-    from llmrec.store import UsageSummary
+    from llmrec.backends.store import UsageSummary
 
     tasks = task_set.tasks
     counts = AugmentationCounts(requested=len(tasks), model=backend.model_id, template_hash=task_set.template.template_hash)
@@ -266,7 +266,7 @@ def run_augmentation(run_dir: Path | str, backend: Backend, config: AugmentConfi
     from llmrec.augment.candidates import generate_candidates
     from llmrec.data.tables import load_split
     from llmrec.paths import default_store_path
-    from llmrec.store import CompletionStore
+    from llmrec.backends.store import CompletionStore
 
     run_dir = Path(run_dir)
     tables = load_split(run_dir)

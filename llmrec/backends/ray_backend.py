@@ -44,7 +44,8 @@ from llmrec.backends.aliases import resolve_model
 from llmrec.backends.base import Backend, ChatRequest, Completion
 from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
 from llmrec.backends.http_client import OpenAICompatibleBackend, normalise_base_url
-from llmrec.backends.vllm_server import EngineSettings, VLLMServer, default_vllm_python, resolve_device, start_failure_cause
+from llmrec.backends.vllm_server import EngineSettings, VLLMServer, default_vllm_python, start_failure_cause
+from llmrec.devices import resolve_device
 from llmrec.errors import BackendError, ConfigError
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmrec.devices import resolve_device  # noqa: F401  (re-exported: backends/ray_backend.py imports it here)
 from llmrec.errors import BackendError, ConfigError
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ _STORE_HELP = "Completion store file (default: $LLMREC_HOME/completions.sqlite).
 def _open(store: Path | None):  # noqa: ANN202 - a CompletionStore, imported lazily
     from llmrec.errors import ConfigError
     from llmrec.paths import default_store_path
-    from llmrec.store import CompletionStore
+    from llmrec.backends.store import CompletionStore
 
     path = store or default_store_path()
     if not path.is_file():
@@ -76,7 +76,7 @@ def import_(
     """Add the completions of an export to a store (those already there are kept)."""
     from llmrec.errors import ConfigError
     from llmrec.paths import default_store_path
-    from llmrec.store import CompletionStore, read_export
+    from llmrec.backends.store import CompletionStore, read_export
 
     if not source.is_file():
         raise ConfigError(f"{source}: no such export file")

@@ -23,7 +23,7 @@ from llmrec.augment.validate import AnswerValidationError
 from llmrec.backends import get_backend
 from llmrec.backends.base import ChatRequest, Completion
 from llmrec.data.tables import load_split
-from llmrec.store import CompletionStore, request_key
+from llmrec.backends.store import CompletionStore, request_key
 
 BAD = "Sure! This user clearly enjoys dramas and is probably in their thirties."
 GOOD = json.dumps({"age": 34, "gender": "female", "liked_genres": ["Drama"], "disliked_genres": ["Horror"],

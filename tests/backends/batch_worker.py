@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from llmrec.backends import ChatRequest, SamplingParams, get_backend
-from llmrec.store import CompletionStore
+from llmrec.backends.store import CompletionStore
 
 
 def worker_requests(n: int, prefix: str, max_tokens: int) -> list[ChatRequest]:

@@ -24,7 +24,7 @@ from llmrec.backends import get_backend
 from llmrec.backends.http_client import HTTPOptions
 from llmrec.backends.vllm_server import free_port
 from llmrec.errors import BackendError, ConfigError
-from llmrec.store import CompletionStore
+from llmrec.backends.store import CompletionStore
 from tests.backends.batch_worker import worker_requests
 from tests.backends.conftest import chat
 from tests.backends.counting_proxy import CountingProxy

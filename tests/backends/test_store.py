@@ -21,7 +21,7 @@ from llmrec.backends import get_backend
 from llmrec.backends.base import Completion
 from llmrec.cli import app
 from llmrec.errors import ConfigError
-from llmrec.store import CachedBackend, CompletionStore, request_key
+from llmrec.backends.store import CachedBackend, CompletionStore, request_key
 from tests.backends.conftest import chat
 
 QUESTIONS = ["Name a fruit.", "Name a river.", "Name a city."]

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from llmrec.backends import get_backend
 from llmrec.cli import app
-from llmrec.store import CompletionStore
+from llmrec.backends.store import CompletionStore
 from tests.backends.conftest import chat
 
 QUESTIONS = ["Name a colour.", "Name a planet.", "Name a tree."]
