@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from llmrec.artifacts import IMAGE_EMBEDDINGS, ITEM_TEXT_EMBEDDINGS
 from llmrec.data.llmrec_pickles import import_pickles
 from llmrec.data.raw import RawDataset
 from llmrec.data.readers import (
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from llmrec.data.prepare import PrepareConfig
 
 SPLIT_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
-FEATURE_FILES = {"text_feat.npy": "embeddings/item_text.npy", "image_feat.npy": "embeddings/image.npy"}
+FEATURE_FILES = {"text_feat.npy": ITEM_TEXT_EMBEDDINGS, "image_feat.npy": IMAGE_EMBEDDINGS}
 
 
 def _read_split(path: Path) -> pd.DataFrame:

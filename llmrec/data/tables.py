@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmrec.artifacts import read_parquet
+from llmrec.artifacts import ITEMS, USERS, read_parquet
 from llmrec.errors import ArtifactError
 
 SPLITS = ("train", "val", "test")
@@ -64,7 +64,7 @@ def _check_range(path: Path, frame: pd.DataFrame, column: str, upper: int) -> No
 def load_split(run_dir: Path | str) -> RunTables:
     """Read a prepared run's tables, checking columns and id ranges."""
     run_dir = Path(run_dir)
-    items_path, users_path = run_dir / "items.parquet", run_dir / "users.parquet"
+    items_path, users_path = run_dir / ITEMS, run_dir / USERS
     items = read_parquet(items_path, ITEM_COLUMNS)
     users = read_parquet(users_path, USER_COLUMNS)
     _check_contiguous(items_path, items, "item")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmrec import artifacts
 from llmrec.devices import resolve_device
 from llmrec.errors import ConfigError
 from llmrec.progress import track
@@ -153,7 +154,7 @@ def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
     return bool(projected_gain < config.trend_tolerance * progress.best_value)
 
 
-SPLIT_TABLES = ("users.parquet", "items.parquet", "train.parquet", "val.parquet", "test.parquet")
+SPLIT_TABLES = (artifacts.USERS, artifacts.ITEMS, artifacts.TRAIN, artifacts.VAL, artifacts.TEST)
 
 
 def fit_record_path(run_dir: Path, model: str, seed: int) -> Path:
