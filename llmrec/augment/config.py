@@ -73,7 +73,7 @@ class AugmentConfig:
         AUGMENTATIONS, "--what", cli_type=str, parse=parse_what,
         help="Comma-separated: edges,profiles,attributes (default all).",
     )  # fmt: skip
-    backend: str = option("transformers", "--backend", help="transformers | vllm | openai (default {default}).")
+    backend: str = option("transformers", "--backend", help="transformers | vllm | openai | ray | an installed plug-in (docs/backends.md); default {default}.")
     model: str = option("smollm2-135m", "--model", help="Alias (smollm2-135m, qwen2.5-7b, ...), HF id or path.")
     base_url: tuple[str, ...] = option((), "--base-url", help="Server URL (repeat for replicas).")
     backend_options: dict[str, Any] = option(

@@ -18,7 +18,7 @@ def run(
     run_dir: Path = typer.Option(Path("runs/demo"), "--run", help="Run directory (created if absent)."),
     config: Path | None = typer.Option(None, "--config", help="TOML with [data] [augment] [embed] [train] tables."),
     dataset: str | None = typer.Option(None, "--dataset", help=f"Dataset name (default {PrepareConfig.dataset})."),
-    backend: str | None = typer.Option(None, "--backend", help="LLM backend: transformers | vllm | openai."),
+    backend: str | None = typer.Option(None, "--backend", help="LLM backend: transformers | vllm | openai | ray | an installed plug-in (docs/backends.md)."),
     model: str | None = typer.Option(
         None, "--model", help=f"LLM alias, HF id or path (default {AugmentConfig.model})."
     ),
