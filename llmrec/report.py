@@ -145,7 +145,7 @@ def _metrics_section(run_dir: Path) -> list[str]:
               "the same split:"), "",
              metrics_table(rows), ""]
     for entry in entries:
-        curve = run_dir / "model" / entry["name"] / "training_curve.png"
+        curve = run_dir / artifacts.MODEL_DIR / entry["name"] / "training_curve.png"
         if curve.is_file():
             lines.append(f"![{entry['label']} training curve](model/{entry['name']}/training_curve.png)")
     return lines + [""] + [f"{note}" for note in comparison.get("notes", [])] + [""]

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from llmrec.artifacts import write_json, write_text
+from llmrec.artifacts import MODEL_DIR, write_json, write_text
 from llmrec.errors import ConfigError
 from llmrec.recommender.data import RunData, load_run_data
 from llmrec.recommender.options import TrainConfig
@@ -143,8 +143,8 @@ def _write_table(run_dir: Path, stem: str, title: str, config: TrainConfig, entr
         f"Test metrics, mean ± std over {seeds} seed(s); each row's outputs are in model/<name>/.", "",
         metrics_table(rows), "", *notes, "",
     ])
-    write_text(run_dir / "model" / f"{stem}.md", text)
-    write_json(run_dir / "model" / f"{stem}.json", {
+    write_text(run_dir / MODEL_DIR / f"{stem}.md", text)
+    write_json(run_dir / MODEL_DIR / f"{stem}.json", {
         "protocol": config.protocol, "protocol_label": label, "model_variant": config.model_variant,
         "entries": entries, "notes": notes, "paired_tests": paired or [],
     })

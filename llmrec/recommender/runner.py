@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from llmrec.artifacts import atomic_path, read_json, record_stage, stage_is_current, write_json, write_text
+from llmrec.artifacts import (
+    MODEL_DIR,
+    atomic_path,
+    read_json,
+    record_stage,
+    stage_is_current,
+    write_json,
+    write_text,
+)
 from llmrec.errors import ArtifactError, ConfigError
 from llmrec.evaluation import Evaluator
 from llmrec.paths import inside_run
@@ -40,8 +48,8 @@ OUTPUT_FILES = ("metrics.json", "summary.md", "training_curve.png", "checkpoint.
 
 def model_dir(run_dir: Path | str, name: str) -> Path:
     """`<run>/model/<name>`; a name with `..` or an absolute path is refused (ConfigError), never written."""
-    folder = inside_run(Path(run_dir) / "model", name)
-    if folder == (Path(run_dir) / "model").resolve():
+    folder = inside_run(Path(run_dir) / MODEL_DIR, name)
+    if folder == (Path(run_dir) / MODEL_DIR).resolve():
         raise ConfigError(f"model name '{name}' names the model folder itself; expected a sub-folder name")
     return folder
 

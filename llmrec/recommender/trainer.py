@@ -159,7 +159,7 @@ SPLIT_TABLES = (artifacts.USERS, artifacts.ITEMS, artifacts.TRAIN, artifacts.VAL
 
 def fit_record_path(run_dir: Path, model: str, seed: int) -> Path:
     """Where the candidate stage leaves its base model's fit, for the baseline of the same options to reuse."""
-    return run_dir / "model" / "_fits" / f"{model}_seed{seed}.pt"
+    return run_dir / artifacts.MODEL_DIR / "_fits" / f"{model}_seed{seed}.pt"
 
 
 def fit_fingerprint(data: RunData, config: TrainConfig, seed: int) -> dict[str, Any]:
