@@ -202,8 +202,12 @@ def test_api_key_is_never_logged_or_stored(proxy, tmp_path, monkeypatch, caplog)
     assert secret.encode() not in stored and b"Name a city." in stored
 
 
+# The script restores Python's Ctrl-C handler: a runner started in the background by a
+# non-interactive shell (`nohup ... &`) passes SIGINT down as ignored, and the test
+# is about what a user at a terminal gets.
 _SELF_STARTED = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from llmrec.backends import get_backend
 from tests.backends.conftest import chat
 with get_backend("vllm", model="smollm2-135m", in_process=False, start_timeout_s=240) as backend:
