@@ -122,6 +122,20 @@ def _convert_into(gguf_path: Path, folder: Path) -> None:
     _fix_tokenizer(folder)
 
 
+def gguf_revision(gguf_path: str | Path) -> str:
+    """The GGUF's weights fingerprint (its sha256 prefix, as in its converted folder's name).
+
+    Backends put it into the completion-store key, so answers of another file
+    under the same name are never served from the store.
+    """
+    return converted_dir(Path(gguf_path)).name.rsplit("-", 1)[-1]
+
+
+def weights_folder(source: str) -> str:
+    """What a model loader opens: the converted folder of a GGUF file, else `source` as it is."""
+    return str(ensure_converted(source)) if is_gguf(source) else source
+
+
 def ensure_converted(gguf_path: str | Path, target_root: Path | None = None) -> Path:
     """Return the converted HF folder of `gguf_path`, converting it first if needed."""
     gguf_path = Path(gguf_path).expanduser().resolve()

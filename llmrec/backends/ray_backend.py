@@ -42,7 +42,7 @@ from typing import IO, Any
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
 from llmrec.backends.base import Backend, ChatRequest, Completion
-from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
+from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.backends.http_client import OpenAICompatibleBackend, normalise_base_url
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer, default_vllm_python, start_failure_cause
 from llmrec.devices import resolve_device
@@ -105,7 +105,7 @@ class RayBackend(Backend):
         self._model_name = model
         self._source = resolve_model(model)
         if is_gguf(self._source) and revision is None:
-            revision = converted_dir(Path(self._source)).name.rsplit("-", 1)[-1]
+            revision = gguf_revision(self._source)
         self._revision = revision or ""
         # The request bodies are exactly those of the vllm backend (OpenAI chat-completions
         # with the schema as response_format), built by the same code.
@@ -131,7 +131,7 @@ class RayBackend(Backend):
     # --- the job process ------------------------------------------------------------------
 
     def _weights_path(self) -> str:
-        return str(ensure_converted(self._source)) if is_gguf(self._source) else self._source
+        return weights_folder(self._source)
 
     def _server_urls(self) -> list[str]:
         """The servers the HTTP processor talks to: the given fleet, or `replicas` started here."""

@@ -38,7 +38,7 @@ from typing import Any
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
 from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
-from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
+from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.errors import BackendError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class TransformersBackend(Backend):
             if not Path(self._source).is_file():
                 raise ConfigError(f"{self._source}: GGUF model file not found")
             # The converted folder's name carries the GGUF's sha256 prefix.
-            self._revision = converted_dir(Path(self._source)).name.rsplit("-", 1)[-1]
+            self._revision = gguf_revision(self._source)
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
@@ -109,7 +109,7 @@ class TransformersBackend(Backend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = str(ensure_converted(self._source)) if is_gguf(self._source) else self._source
+        folder = weights_folder(self._source)
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -33,13 +33,12 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
 from llmrec.backends.base import ChatRequest, Completion
-from llmrec.backends.gguf_convert import converted_dir, ensure_converted, is_gguf
+from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.backends.http_client import HTTPOptions, OpenAICompatibleBackend
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer
 from llmrec.devices import resolve_device
@@ -83,7 +82,7 @@ class VLLMBackend(OpenAICompatibleBackend):
         )  # fmt: skip
         source = resolve_model(model)
         if is_gguf(source) and revision is None:
-            revision = converted_dir(Path(source)).name.rsplit("-", 1)[-1]
+            revision = gguf_revision(source)
         super().__init__(
             model,
             base_urls,
@@ -112,7 +111,7 @@ class VLLMBackend(OpenAICompatibleBackend):
         self._llm: Any = None
 
     def _weights_path(self) -> str:
-        return str(ensure_converted(self._source)) if is_gguf(self._source) else self._source
+        return weights_folder(self._source)
 
     def server_for(self, weights_path: str) -> VLLMServer:
         """The server this backend starts (not started yet), with the device's engine settings."""
