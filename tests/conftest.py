@@ -20,6 +20,10 @@ os.environ.setdefault("DGLBACKEND", "pytorch")
 # subprocesses, the vLLM server), and two threads per process on 2 cores spin
 # against each other - SmolLM2 generation measured 5.7x slower that way.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The tests' vLLM server shares the cores with the tests themselves: keep vLLM's own reservation of a
+# core for its scheduler (one model thread) rather than llmrec's all-cores default for small boxes,
+# whose bound threads would wait on each other whenever a test computes beside them.
+os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _default_mirror = REPO_ROOT.parent / "shared" / "data"

@@ -10,11 +10,13 @@ whether vLLM then runs well on a given GPU is not something a CPU test can say.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from llmrec.augment.config import AugmentConfig, parse_backend_options
 from llmrec.backends import get_backend
-from llmrec.backends.vllm_server import EngineSettings, VLLMServer
+from llmrec.backends.vllm_server import SMALL_CPU_CORES, EngineSettings, VLLMServer
 from llmrec.errors import ConfigError
 
 
@@ -30,6 +32,19 @@ def test_cpu_server_command_is_float32_and_eager_with_a_small_kv_cache() -> None
     assert _flag(command, "--dtype") == "float32" and "--enforce-eager" in command
     assert not any(arg.startswith(("--tensor-parallel", "--data-parallel", "--gpu-memory")) for arg in command)
     assert server.environment()["VLLM_CPU_KVCACHE_SPACE"]
+
+
+def test_cpu_server_on_a_small_box_runs_the_model_on_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    server = VLLMServer("/models/m", "m", python="/venv/bin/python", port=8123)
+    cores = len(os.sched_getaffinity(0))
+    reserved = server.environment().get("VLLM_CPU_NUM_OF_RESERVED_CPU")
+    assert reserved == ("0" if cores <= SMALL_CPU_CORES else None), (cores, reserved)
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")  # the caller's choice wins
+    assert server.environment()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
+    cuda = VLLMServer("/models/m", "m", python="/venv/bin/python", engine=EngineSettings(device="cuda"))
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU")
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cuda.environment()
 
 
 def test_cuda_server_command_uses_the_model_dtype_cuda_graphs_and_the_parallel_options(
