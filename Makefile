@@ -21,9 +21,12 @@ setup-vllm: setup
 demo: setup
 	$(VENV)/bin/llmrec run --run runs/demo --config configs/demo.toml
 
+# Two pytest-xdist workers: the suite is mostly one process waiting on another (CLI runs, the vLLM
+# server), ~1.1 cores busy on average run alone; tests/conftest.py groups the tests into work units.
 # pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
+TEST_WORKERS ?= 2
 test: setup setup-vllm
-	$(VENV)/bin/python -m pytest -q --durations=25; rc=$$?; \
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: setup setup-vllm

@@ -1,4 +1,4 @@
-"""Fixtures shared by the reliability process tests, and the session's measured figures."""
+"""Fixtures shared by the reliability process tests (their figures are printed by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,3 @@ def prepared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr
     return run
 
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print what the reliability tests measured (kills, fuzz cases) for docs/reliability.md."""
-    from tests.reliability.figures import summary_lines
-
-    lines = summary_lines()
-    if lines:
-        terminalreporter.section("reliability figures (measured in this session)")
-        for line in lines:
-            terminalreporter.write_line(line)
