@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,12 +61,15 @@ class CompareConfig:
     baselines: tuple[str, ...] = ("popularity", "mf", "lightgcn")
     ablations: bool = False  # also train the LLMRec ablation variants into the same table
     paired_with: tuple[str, ...] = ("lightgcn", "text-only")  # paired tests of the model vs these (when trained)
+    jobs: int = 1  # models trained at once, each in a process of its own with cores / jobs threads
 
     def __post_init__(self) -> None:
         for option in ("baselines", "paired_with"):
             unknown = sorted(set(getattr(self, option)) - set(BASELINES))
             if unknown:
                 raise ConfigError(f"[compare] option '{option}': unknown model(s) {unknown}; expected {BASELINES}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ConfigError(f"[compare] option 'jobs': expected an integer >= 1, got {self.jobs!r}")
 
 
 def baseline_config(config: TrainConfig, baseline: str) -> TrainConfig:
@@ -73,6 +77,49 @@ def baseline_config(config: TrainConfig, baseline: str) -> TrainConfig:
     if baseline == "text-only":
         return dataclasses.replace(config, model="llmrec", **TEXT_ONLY)
     return TrainConfig(model=baseline, **{key: getattr(config, key) for key in SHARED_OPTIONS})
+
+
+def train_all(run_dir: Path, plan: list[tuple[str, TrainConfig, str]], data: RunData,
+              jobs: int = 1) -> dict[str, dict[str, Any]]:
+    """Train each (label, config, output name) of `plan`; metrics.json's content by label.
+
+    With `jobs` > 1 the models train side by side, each in a spawned process
+    with cores / jobs torch threads: a comparison is many independent
+    trainings (5 seeds of 8 models in the full experiment), and on a small CPU
+    box one training cannot keep every core busy (sparse products and Python
+    overhead run on one). Each training is seeded by its own config, so the
+    numbers equal those of `jobs` = 1; the costliest (LLMRec-type) models start first.
+    """
+    if jobs <= 1 or len(plan) <= 1:
+        return {label: train_and_evaluate(run_dir, config, output, data) for label, config, output in plan}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    logger.info("training %d models, %d at once (%d torch thread(s) each)", len(plan), jobs, threads)
+    costliest_first = sorted(plan, key=lambda step: step[1].model != "llmrec")
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_training_process, initargs=(threads, verbose))
+    try:
+        futures = {label: pool.submit(train_and_evaluate, run_dir, config, output)
+                   for label, config, output in costliest_first}
+        docs = {label: future.result() for label, future in futures.items()}
+    except BaseException:  # a failed model or Ctrl-C: start nothing more (trained seeds stay on disk)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return docs
+
+
+def _training_process(threads: int, verbose: bool) -> None:
+    """Set-up of a spawned training process: its thread count and the CLI's logging."""
+    import torch
+
+    from llmrec.logs import configure_logging
+
+    torch.set_num_threads(threads)
+    configure_logging(verbose)
 
 
 def _slug(label: str) -> str:
@@ -157,19 +204,15 @@ def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str |
     compare = compare or CompareConfig()
     data = load_run_data(run_dir)
     name = name or config.model
-    docs: dict[str, dict[str, Any]] = {}
-    entries = []
-    for baseline in compare.baselines:
-        if baseline != config.model:
-            docs[baseline] = train_and_evaluate(run_dir, baseline_config(config, baseline), _slug(baseline), data)
-            entries.append(_entry(baseline, docs[baseline]))
-    model_doc = train_and_evaluate(run_dir, config, name, data)
-    entries.append(_entry(name, model_doc))
+    plan = [(baseline, baseline_config(config, baseline), _slug(baseline))
+            for baseline in compare.baselines if baseline != config.model]
+    plan.append((name, config, name))
     if compare.ablations:
-        for label, overrides in list(ABLATIONS.items())[1:]:
-            variant = dataclasses.replace(config, model="llmrec", **overrides)
-            docs[label] = train_and_evaluate(run_dir, variant, f"ablation_{_slug(label)}", data)
-            entries.append(_entry(f"{name} {label}", docs[label]))
+        plan += [(f"{name} {label}", dataclasses.replace(config, model="llmrec", **overrides), f"ablation_{_slug(label)}")
+                 for label, overrides in list(ABLATIONS.items())[1:]]
+    docs = train_all(run_dir, plan, data, compare.jobs)
+    entries = [_entry(label, docs[label]) for label, _, _ in plan]
+    model_doc = docs[name]
     paired = [paired_test(model_doc, docs[other]) for other in compare.paired_with if other in docs]
     variant = ([f"`model_variant = \"{config.model_variant}\"` applies to {name}, text-only and the ablations; "
                 "MF-BPR and LightGCN are the standard models."] if config.model_variant != "project" else [])
@@ -209,4 +252,4 @@ def ablate(run_dir: Path | str, config: TrainConfig) -> list[dict[str, Any]]:
 
 
 __all__ = ["ABLATIONS", "BASELINES", "CompareConfig", "ablate", "baseline_config",
-           "compare_with_baselines", "paired_test"]
+           "compare_with_baselines", "paired_test", "train_all"]

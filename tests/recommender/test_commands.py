@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmrec.cli import app
+from llmrec.errors import ConfigError
 from llmrec.recommender.api import train_base_model
 from llmrec.recommender.comparison import CompareConfig, compare_with_baselines, paired_test
 from llmrec.recommender.options import TrainConfig
@@ -107,6 +109,31 @@ def test_baselines_share_the_model_options_and_the_table_says_so(ml_small_run_wi
     assert "Paired test, llmrec vs lightgcn" in table
 
 
+def test_models_trained_side_by_side_equal_models_trained_one_after_another(
+    ml_small_run_with_features: Path, tmp_path: Path
+) -> None:
+    """`[compare] jobs = 2` trains in two spawned processes; every model's numbers must equal the serial run's."""
+    parallel_run = tmp_path / "parallel"
+    shutil.copytree(ml_small_run_with_features, parallel_run)
+    config = TrainConfig(model="llmrec", max_epochs=2, eval_every=1, device="cpu", engine="torch")
+    baselines = ("mf", "lightgcn", "text-only")
+    serial = compare_with_baselines(ml_small_run_with_features, config, compare=CompareConfig(baselines=baselines))
+    side_by_side = compare_with_baselines(parallel_run, config, compare=CompareConfig(baselines=baselines, jobs=2))
+    assert [entry["label"] for entry in serial] == ["mf", "lightgcn", "text-only", "llmrec"]
+    assert [entry["label"] for entry in side_by_side] == [entry["label"] for entry in serial]
+    for one, other in zip(serial, side_by_side):
+        assert one["test_mean"] and one["test_mean"] == other["test_mean"], one["label"]
+        histories = [json.loads((run / "model" / one["name"] / "metrics.json").read_text())["runs"][0]["history"]
+                     for run in (ml_small_run_with_features, parallel_run)]
+        assert len(histories[0]) == 2
+        assert [epoch["loss"] for epoch in histories[0]] == [epoch["loss"] for epoch in histories[1]], one["label"]
+
+
+def test_compare_jobs_must_be_a_positive_integer() -> None:
+    with pytest.raises(ConfigError, match="'jobs': expected an integer >= 1, got 0"):
+        CompareConfig(jobs=0)
+
+
 def test_paired_test_pools_seeds_and_pairs_users() -> None:
     def doc(name: str, per_seed: dict[int, list[float]]) -> dict:
         return {"name": name, "runs": [{"seed": seed, "test_per_user": {"users": [0, 1, 2, 3, 4, 5], "recall@20": values}}
@@ -130,4 +157,4 @@ def test_full_experiment_config_loads_as_documented() -> None:
     assert set(config.augment.what) == {"edges", "profiles", "attributes"}
     assert config.train.seeds == 5 and config.train.seed == config.augment.seed  # the base LightGCN is trained once
     assert "text-only" in config.compare.baselines and config.compare.ablations
-    assert config.compare.paired_with == ("lightgcn", "text-only")
+    assert config.compare.paired_with == ("lightgcn", "text-only") and config.compare.jobs == 2
