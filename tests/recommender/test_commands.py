@@ -134,6 +134,22 @@ def test_compare_jobs_must_be_a_positive_integer() -> None:
         CompareConfig(jobs=0)
 
 
+def test_no_check_config_differs_from_the_full_one_only_in_the_edge_orders_and_what_it_trains() -> None:
+    """configs/full-no-check.toml must ask exactly the full run's first-order prompts (answers from its store)."""
+    import dataclasses
+
+    from llmrec.job import load_job_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    full = load_job_config(configs / "full.toml", {})
+    no_check = load_job_config(configs / "full-no-check.toml", {})
+    assert no_check.augment.edge_orders == 1 and full.augment.edge_orders == 3
+    assert dataclasses.replace(no_check.augment, edge_orders=full.augment.edge_orders) == full.augment
+    assert no_check.data == full.data and no_check.embed == full.embed
+    assert dataclasses.replace(no_check.train, seeds=full.train.seeds) == full.train
+    assert no_check.compare.baselines == () and not no_check.compare.ablations
+
+
 def test_paired_test_pools_seeds_and_pairs_users() -> None:
     def doc(name: str, per_seed: dict[int, list[float]]) -> dict:
         return {"name": name, "runs": [{"seed": seed, "test_per_user": {"users": [0, 1, 2, 3, 4, 5], "recall@20": values}}
