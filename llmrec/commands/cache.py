@@ -53,15 +53,20 @@ def stats(
 
 @app.command("export")
 def export(
-    output: Path = typer.Argument(..., help="JSON-lines file to write (one completion per line)."),
+    output: Path = typer.Argument(..., help="JSON-lines file to write (one completion per line; .gz: gzip-compressed)."),
     store: Path | None = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:
-    """Write every stored completion, with its request, as JSON lines."""
+    """Write every stored completion, with its request, as JSON lines (gzip-compressed when OUTPUT ends in .gz)."""
+    import gzip
+    import io
+
     from llmrec.artifacts import atomic_path
 
     count = 0
-    with _open(store) as completion_store, atomic_path(output) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
+    with _open(store) as completion_store, atomic_path(output) as tmp, open(tmp, "wb") as raw:
+        # no name, mtime 0: the same store exports to the same bytes, so a committed export diffs cleanly
+        binary = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if output.suffix == ".gz" else raw
+        with io.TextIOWrapper(binary, encoding="utf-8") as handle:
             for record in completion_store.iter_records():
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1

@@ -19,21 +19,26 @@ from tests.backends.conftest import chat
 QUESTIONS = ["Name a colour.", "Name a planet.", "Name a tree."]
 
 
-def _exported(smollm2, tmp_path):
+def _exported(smollm2, tmp_path, name="answers.jsonl"):
     source = tmp_path / "source.sqlite"
+    if not source.exists():
+        with CompletionStore(source) as store:
+            first = store.generate(smollm2, [chat(q, max_tokens=3) for q in QUESTIONS])
+        assert first.usage.generated == len(QUESTIONS)
     with CompletionStore(source) as store:
-        first = store.generate(smollm2, [chat(q, max_tokens=3) for q in QUESTIONS])
-    assert first.usage.generated == len(QUESTIONS)
-    export = tmp_path / "answers.jsonl"
+        texts = [c.text for c in store.generate(smollm2, [chat(q, max_tokens=3) for q in QUESTIONS]).completions]
+    export = tmp_path / name
     result = CliRunner().invoke(app, ["cache", "export", str(export), "--store", str(source)])
     assert result.exit_code == 0, result.output
-    return export, [c.text for c in first.completions]
+    return export, texts
 
 
 def test_an_imported_export_answers_without_the_model(smollm2, tmp_path):
     export, texts = _exported(smollm2, tmp_path)
-    packed = tmp_path / "answers.jsonl.gz"
-    packed.write_bytes(gzip.compress(export.read_bytes()))
+    packed, _ = _exported(smollm2, tmp_path, "answers.jsonl.gz")
+    assert gzip.decompress(packed.read_bytes()) == export.read_bytes()  # .gz is written compressed
+    again_packed, _ = _exported(smollm2, tmp_path, "again.jsonl.gz")
+    assert again_packed.read_bytes() == packed.read_bytes()  # the same store exports to the same bytes
     target = tmp_path / "elsewhere" / "store.sqlite"
     runner = CliRunner()
     result = runner.invoke(app, ["cache", "import", str(packed), "--store", str(target)])
