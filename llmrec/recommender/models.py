@@ -226,6 +226,38 @@ class FeatureOptions:
         return self.item_attribute_weight if feature == "item_attributes" else self.user_profile_weight
 
 
+class _AddNormalizedRows(torch.autograd.Function):
+    """base + weight * F.normalize(values, dim=1) (rows divided by max(norm, eps)), with a hand-written backward.
+
+    Autograd's graph of that expression (norm, clamp, broadcast division,
+    scaling, sum) runs about nine passes over the full (n, d) tensors in its
+    backward; the closed form, grad_values = weight (g - y <g, y>) / max(norm, eps)
+    with y the normalised rows (and <g, y> dropped on rows whose norm was
+    clamped, whose denominator is then a constant), runs three, and base's
+    gradient is g itself. LLMRec adds three normalised (n_items, d) item
+    sides per step, and these passes were most of its elementwise work.
+    """
+
+    @staticmethod
+    def forward(ctx, base: torch.Tensor, values: torch.Tensor, weight: float, eps: float) -> torch.Tensor:  # type: ignore[override]
+        norm = torch.linalg.vector_norm(values, dim=1, keepdim=True)
+        inverse = norm.clamp_min(eps).reciprocal()
+        normalized = values * inverse
+        ctx.save_for_backward(normalized, inverse * weight, norm < eps)
+        return torch.add(base, normalized, alpha=weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:  # type: ignore[override]
+        normalized, scale, clamped = ctx.saved_tensors
+        along = (grad * normalized).sum(1, keepdim=True).masked_fill_(clamped, 0.0)
+        return grad, torch.addcmul(grad, normalized, along, value=-1.0).mul_(scale), None, None
+
+
+def add_normalized_rows(base: torch.Tensor, values: torch.Tensor, weight: float, eps: float = 1e-12) -> torch.Tensor:
+    """base + weight * F.normalize(values, dim=1, eps=eps), up to float rounding (see `_AddNormalizedRows`)."""
+    return _AddNormalizedRows.apply(base, values, weight, eps)
+
+
 class LLMRecModel(LightGCN):
     """LightGCN plus projected, propagated LLM/content features, masked reconstruction and augmented triples."""
 
@@ -252,7 +284,7 @@ class LLMRecModel(LightGCN):
             # The MAE replaces masked rows by the column mean of the real rows, as the original did.
             mean = values[present].mean(0, keepdim=True) if bool(present.any()) else values[:1] * 0
             self.register_buffer(f"feature_mean_{name}", mean, persistent=False)
-        self._propagation_cache: dict[str, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._propagation_cache: dict[str, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.projections = nn.ModuleDict({name: nn.Linear(used[name].shape[1], dim) for name in self.feature_names})
         for projection in self.projections.values():
             nn.init.xavier_uniform_(projection.weight)
@@ -282,22 +314,24 @@ class LLMRecModel(LightGCN):
         users = self.engine.items_to_users(values)
         return users, self.engine.users_to_items(users)
 
-    def _propagated_inputs(self, name: str) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """The frozen feature and its presence column after two hops, computed once per device.
+    def _propagated_inputs(self, name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The frozen feature's user-side rows after two hops and its presence column's two sides, once per device.
 
         Propagation is linear, so propagating the projection of an unmasked
         feature equals projecting its propagated rows:
         A((X W + b) * present) = (A X) W + (A present) b, because absent rows of
-        X are zero. The graph and X never change, so the sparse products run
-        once instead of on every step (measured: the item-text branch's two
-        SpMMs were the largest share of an LLMRec step beyond LightGCN's).
+        X are zero. The graph and X never change, so the sparse products at the
+        feature's width run once instead of on every step (measured: the
+        item-text branch's two SpMMs were the largest share of an LLMRec step
+        beyond LightGCN's). Only the user side is kept: `_feature_branch` gets
+        the item side by one hop from projected user rows.
         """
         values = self.feature(name)
         cached = self._propagation_cache.get(name)
-        if cached is None or cached[0][0].device != values.device:
+        if cached is None or cached[0].device != values.device:
             present = getattr(self, f"feature_present_{name}").unsqueeze(1).to(values.dtype)
             with torch.no_grad():
-                cached = (self._two_hops(name, values), self._two_hops(name, present))
+                cached = (self._two_hops(name, values)[0], self._two_hops(name, present))
             self._propagation_cache[name] = cached
         return cached
 
@@ -305,10 +339,24 @@ class LLMRecModel(LightGCN):
         """(user-side, item-side) propagated projection of one feature."""
         projection = self.projections[name]
         if mask is None:
-            (user_values, item_values), (user_present, item_present) = self._propagated_inputs(name)
+            user_values, (user_present, item_present) = self._propagated_inputs(name)
+            user_side = F.linear(user_values, projection.weight)
+            # The item side is one hop (A^T) from user rows: for an item feature A^T (A X) W = A^T (user side),
+            # for a user feature A^T X W. Projecting those few user rows and hopping at width d replaces
+            # projecting every item's propagated row at the feature's width (measured: a 6298 x 384 x 64
+            # product and its weight gradient, the largest dense work of an LLMRec step).
+            hop_source = F.linear(self.feature(name), projection.weight) if name in USER_FEATURES else user_side
+            return (user_side + user_present * projection.bias,
+                    self.engine.users_to_items(hop_source) + item_present * projection.bias)
+        values = torch.where(mask.unsqueeze(1), getattr(self, f"feature_mean_{name}"), self.feature(name))
+        if values.shape[1] <= projection.out_features:
+            # Narrower than d (item attributes): by the same linearity, hop the masked rows themselves (no
+            # gradient flows into them, so the hops have no backward) and project both sides afterwards.
+            _, (user_present, item_present) = self._propagated_inputs(name)
+            with torch.no_grad():
+                user_values, item_values = self._two_hops(name, values)
             return (F.linear(user_values, projection.weight) + user_present * projection.bias,
                     F.linear(item_values, projection.weight) + item_present * projection.bias)
-        values = torch.where(mask.unsqueeze(1), getattr(self, f"feature_mean_{name}"), self.feature(name))
         # Rows without an LLM answer stay zero after the projection: its bias is not a feature to spread.
         return self._two_hops(name, projection(values) * getattr(self, f"feature_present_{name}").unsqueeze(1))
 
@@ -322,8 +370,8 @@ class LLMRecModel(LightGCN):
             user_side, item_side = self._feature_branch(name, mask)
             branches[name] = (user_side, item_side)
             weight = self.options.weight_of(name)
-            users = users + weight * F.normalize(user_side, dim=1)
-            items = items + weight * F.normalize(item_side, dim=1)
+            users = add_normalized_rows(users, user_side, weight)
+            items = add_normalized_rows(items, item_side, weight)
             if mask is not None and bool(mask.any()):
                 own_side = user_side if name in USER_FEATURES else item_side
                 decoded = self.decoders[name](own_side[mask])
@@ -341,14 +389,18 @@ class LLMRecModel(LightGCN):
         return self.with_reconstruction(super().batch_loss(representations, batch), representations)
 
     def bpr_losses(self, representations: Representations, batch: Batch) -> torch.Tensor:
-        losses = super().bpr_losses(representations, batch)
         if not len(batch.augmented):
-            return losses
-        augmented_losses = bpr_per_sample(representations.users[batch.augmented[:, 0]],
-                                          representations.items[batch.augmented[:, 1]],
-                                          representations.items[batch.augmented[:, 2]])
+            return super().bpr_losses(representations, batch)
+        # Real and augmented triples read each table with one index, so the backward pass scatters into
+        # one zeroed (n_items, d) gradient instead of four (the per-sample losses are the same).
+        augmented = batch.augmented
+        users = representations.users[torch.cat([batch.users, augmented[:, 0]])]
+        positives, negatives = representations.items[
+            torch.cat([batch.positives, augmented[:, 1], batch.negatives, augmented[:, 2]])].chunk(2)
+        losses = bpr_per_sample(users, positives, negatives)
+        real = len(batch.users)
         # augmented triples join the batch (as in the original), minus the noisiest ones
-        return torch.cat([losses, prune_highest(augmented_losses, self.loss_options.prune_rate)])
+        return torch.cat([losses[:real], prune_highest(losses[real:], self.loss_options.prune_rate)])
 
     def with_reconstruction(self, loss: BatchLoss, representations: Representations) -> BatchLoss:
         """`loss` plus the weighted masked-feature reconstruction error, when features were masked."""

@@ -1,30 +1,43 @@
-"""Unmasked features are propagated once and projected per step: same values and gradients as projecting first."""
+"""Features hop before their projection where that is cheaper: same values and gradients as projecting first.
+
+Unmasked features are propagated once and projected per step; masked
+features narrower than d hop their masked rows and are projected after.
+"""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llmrec.recommender.data import load_run_data
 from llmrec.recommender.graph import build_engine
-from llmrec.recommender.models import FeatureOptions, LLMRecModel
+from llmrec.recommender.models import MASKED_FEATURES, FeatureOptions, LLMRecModel
 
 CPU = torch.device("cpu")
 
 
-def _project_then_propagate(model: LLMRecModel, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The definition: project every row, zero rows without an answer, then two hops over the graph."""
+def _project_then_propagate(model: LLMRecModel, name: str,
+                            mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition: mask rows, project every row, zero rows without an answer, then two hops over the graph."""
     present = getattr(model, f"feature_present_{name}").unsqueeze(1)
-    return model._two_hops(name, model.projections[name](model.feature(name)) * present)
+    values = model.feature(name)
+    if mask is not None:
+        values = torch.where(mask.unsqueeze(1), getattr(model, f"feature_mean_{name}"), values)
+    return model._two_hops(name, model.projections[name](values) * present)
 
 
-def test_cached_propagation_equals_projecting_first(ml_small_run_with_features) -> None:
-    data = load_run_data(ml_small_run_with_features)
+def _model_with_absent_rows(run_dir, dim: int) -> LLMRecModel:
+    data = load_run_data(run_dir)
     features = {name: torch.from_numpy(values).clone() for name, values in data.features.items()}
     for values in features.values():
         values[::7] = 0  # rows without an LLM answer: the bias must not reach them or their neighbours
     engine = build_engine(data.train, data.n_users, data.n_items, CPU, "torch")
     torch.manual_seed(0)
-    model = LLMRecModel(data.n_users, data.n_items, 16, 2, engine, features, FeatureOptions())
+    return LLMRecModel(data.n_users, data.n_items, dim, 2, engine, features, FeatureOptions())
+
+
+def test_cached_propagation_equals_projecting_first(ml_small_run_with_features) -> None:
+    model = _model_with_absent_rows(ml_small_run_with_features, 16)
     assert set(model.feature_names) >= {"item_text", "user_profiles", "item_attributes"}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     for step in range(2):  # the cache holds the inputs, so it stays right after the weights change
@@ -46,3 +59,26 @@ def test_cached_propagation_equals_projecting_first(ml_small_run_with_features) 
         representations = model(torch.Generator().manual_seed(step))
         (representations.users.sum() + representations.items.sum()).backward()
         optimizer.step()
+
+
+@pytest.mark.parametrize("dim", [16, 64])  # masked features wider than d (projected first) / narrower (hop first)
+def test_masked_branch_equals_projecting_first(ml_small_run_with_features, dim: int) -> None:
+    model = _model_with_absent_rows(ml_small_run_with_features, dim)
+    widths = {name: model.feature(name).shape[1] for name in MASKED_FEATURES}
+    assert all((width <= dim) == (dim == 64) for width in widths.values()), widths  # each case takes its path
+    generator = torch.Generator().manual_seed(0)
+    for name in MASKED_FEATURES:
+        mask = model._masked_rows(name, generator)
+        assert mask is not None and mask.any(), name
+        model.zero_grad()
+        branch = model._feature_branch(name, mask)
+        (branch[0].square().sum() + branch[1].sin().sum()).backward()
+        branch_grads = [p.grad.clone() for p in model.projections[name].parameters()]
+        model.zero_grad()
+        direct = _project_then_propagate(model, name, mask)
+        (direct[0].square().sum() + direct[1].sin().sum()).backward()
+        direct_grads = [p.grad.clone() for p in model.projections[name].parameters()]
+        for got, expected in zip(branch, direct):
+            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (name, dim)
+        for got, expected in zip(branch_grads, direct_grads):
+            assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (name, dim)
