@@ -141,8 +141,8 @@ def _vllm_server_launch(request: pytest.FixtureRequest, shared_home: Path):
     """The session's vLLM server launch, started at the session's first test when a test here will use it.
 
     Under pytest-xdist every worker collects every test, but only the worker
-    that is sent the "vllm" group (see `pytest_collection_modifyitems`) uses
-    the server: there it starts at that group's first test instead.
+    that is sent the "vllm" work unit (see `pytest_collection_modifyitems`) uses
+    the server: there it starts at that unit's first test instead.
     """
     from llmrec.backends.vllm_server import default_vllm_python
 
@@ -212,7 +212,7 @@ def _work_unit(item: pytest.Item) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In the xdist controller: a file for the workers to say which module belongs to which work unit."""
+    """In the xdist controller: a file for the workers to say which work unit each test belongs to."""
     if not _WORKER_SUFFIX and getattr(config.option, "numprocesses", None):
         handle, name = tempfile.mkstemp(prefix="llmrec-test-groups-", suffix=".json")
         os.close(handle)
