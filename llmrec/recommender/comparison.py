@@ -18,6 +18,7 @@ the titles. A paired Wilcoxon signed-rank test on per-user test Recall@20
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -31,7 +32,7 @@ from llmrec.recommender.data import RunData, load_run_data
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.protocol import protocol_label
 from llmrec.recommender.reporting import metrics_table
-from llmrec.recommender.runner import PAIRED_METRIC, train_and_evaluate
+from llmrec.recommender.runner import PAIRED_METRIC, is_trained, train_and_evaluate, train_seed
 
 logger = logging.getLogger(__name__)
 
@@ -83,33 +84,41 @@ def train_all(run_dir: Path, plan: list[tuple[str, TrainConfig, str]], data: Run
               jobs: int = 1) -> dict[str, dict[str, Any]]:
     """Train each (label, config, output name) of `plan`; metrics.json's content by label.
 
-    With `jobs` > 1 the models train side by side, each in a spawned process
-    with cores / jobs torch threads: a comparison is many independent
-    trainings (5 seeds of 8 models in the full experiment), and on a small CPU
-    box one training cannot keep every core busy (sparse products and Python
-    overhead run on one). Each training is seeded by its own config, so the
-    numbers equal those of `jobs` = 1; the costliest (LLMRec-type) models start first.
+    With `jobs` > 1 every (model, seed) pair is a unit of work in a pool of
+    spawned processes with cores / jobs torch threads each: a comparison is many
+    independent trainings (5 seeds of 8 models in the full experiment), one
+    training cannot keep a small CPU box's cores busy (sparse products and
+    Python overhead run on one), and a single model's seeds then also run side
+    by side. Each unit leaves its seed's record (`runner.SEED_RECORD`), which
+    `train_and_evaluate` then reads back instead of training; every seed is
+    seeded by its own config, so the numbers equal those of `jobs` = 1. The
+    costliest (LLMRec-type) units start first.
     """
-    if jobs <= 1 or len(plan) <= 1:
-        return {label: train_and_evaluate(run_dir, config, output, data) for label, config, output in plan}
+    if jobs > 1:
+        units = [(config, output, config.seed + offset) for _, config, output in plan
+                 if config.model != "popularity" and not is_trained(run_dir, config, output, data)
+                 for offset in range(config.seeds)]
+        if len(units) > 1:
+            _train_units(run_dir, sorted(units, key=lambda unit: unit[0].model != "llmrec"), jobs)
+    return {label: train_and_evaluate(run_dir, config, output, data) for label, config, output in plan}
+
+
+def _train_units(run_dir: Path, units: list[tuple[TrainConfig, str, int]], jobs: int) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-    logger.info("training %d models, %d at once (%d torch thread(s) each)", len(plan), jobs, threads)
-    costliest_first = sorted(plan, key=lambda step: step[1].model != "llmrec")
+    logger.info("training %d (model, seed) units, %d at once (%d torch thread(s) each)", len(units), jobs, threads)
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_training_process, initargs=(threads, verbose))
     try:
-        futures = {label: pool.submit(train_and_evaluate, run_dir, config, output)
-                   for label, config, output in costliest_first}
-        docs = {label: future.result() for label, future in futures.items()}
-    except BaseException:  # a failed model or Ctrl-C: start nothing more (trained seeds stay on disk)
+        for future in [pool.submit(train_seed, run_dir, config, output, seed) for config, output, seed in units]:
+            future.result()
+    except BaseException:  # a failed unit or Ctrl-C: start nothing more (finished seeds stay on disk)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
-    return docs
 
 
 def _training_process(threads: int, verbose: bool) -> None:
@@ -210,16 +219,61 @@ def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str |
     if compare.ablations:
         plan += [(f"{name} {label}", dataclasses.replace(config, model="llmrec", **overrides), f"ablation_{_slug(label)}")
                  for label, overrides in list(ABLATIONS.items())[1:]]
-    docs = train_all(run_dir, plan, data, compare.jobs)
+    distinct, same_as = distinct_models(plan, data)
+    docs = train_all(run_dir, distinct, data, compare.jobs)
+    docs.update({label: docs[twin] for label, twin in same_as.items()})
     entries = [_entry(label, docs[label]) for label, _, _ in plan]
     model_doc = docs[name]
     paired = [paired_test(model_doc, docs[other]) for other in compare.paired_with if other in docs]
     variant = ([f"`model_variant = \"{config.model_variant}\"` applies to {name}, text-only and the ablations; "
                 "MF-BPR and LightGCN are the standard models."] if config.model_variant != "project" else [])
     notes = [shared_options_note(config, entries), *variant, *_text_only_notes(data, compare),
+             *_same_model_notes(same_as),
              *(_paired_note(test) for test in paired)]
     _write_table(run_dir, "comparison", "Model comparison", config, entries, notes, paired)
     return entries
+
+
+def effective_options(config: TrainConfig, data: RunData) -> dict[str, object]:
+    """The options that decide what `config` trains on this run's data (a run without an input makes its options moot).
+
+    Without augmented edges the project model's edge sampling rate and pruning
+    rate touch nothing (its loss returns before either is read, and no random
+    draw depends on them), so LLMRec, w/o-u-i and w/o-prune are one model, and
+    so are text-only and w/o-u&i. The original variant prunes real samples too,
+    so there only the sampling rate is moot.
+    """
+    resolved = config.resolve()
+    if resolved.model == "llmrec" and len(data.augmented_triples) == 0:
+        moot = {"aug_sample_rate": 0.0, **({"prune_rate": 0.0} if resolved.model_variant == "project" else {})}
+        resolved = dataclasses.replace(resolved, **moot)
+    return resolved.fingerprint()
+
+
+def distinct_models(plan: list[tuple[str, TrainConfig, str]],
+                    data: RunData) -> tuple[list[tuple[str, TrainConfig, str]], dict[str, str]]:
+    """The plan's entries that train different models on this run's data, and each repeat's label -> its twin's.
+
+    Training a repeat would spend hours on numbers that differ from its twin's
+    only where they should not differ at all (the full experiment kept no
+    augmented edge: 2 of its 8 models repeat others).
+    """
+    first_label: dict[str, str] = {}
+    distinct, same_as = [], {}
+    for label, config, output in plan:
+        key = json.dumps(effective_options(config, data), sort_keys=True, default=str)
+        if key in first_label:
+            same_as[label] = first_label[key]
+        else:
+            first_label[key] = label
+            distinct.append((label, config, output))
+    return distinct, same_as
+
+
+def _same_model_notes(same_as: dict[str, str]) -> list[str]:
+    return [f"{label} is the same model as {twin} on this run's data (no augmented edges: the edge sampling and "
+            f"pruning options change nothing): trained once, its row repeats {twin}'s numbers."
+            for label, twin in same_as.items()]
 
 
 def _text_only_notes(data: RunData, compare: CompareConfig) -> list[str]:
@@ -251,5 +305,5 @@ def ablate(run_dir: Path | str, config: TrainConfig) -> list[dict[str, Any]]:
     return entries
 
 
-__all__ = ["ABLATIONS", "BASELINES", "CompareConfig", "ablate", "baseline_config",
-           "compare_with_baselines", "paired_test", "train_all"]
+__all__ = ["ABLATIONS", "BASELINES", "CompareConfig", "ablate", "baseline_config", "compare_with_baselines",
+           "distinct_models", "effective_options", "paired_test", "train_all"]

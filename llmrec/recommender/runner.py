@@ -10,6 +10,7 @@ Recall@20, state dicts only), and the stage `train:<name>` in the manifest.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
@@ -37,12 +38,13 @@ from llmrec.recommender.models import EmbeddingRecommender
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.protocol import build_evaluators, protocol_label
 from llmrec.recommender.reporting import mean_and_std, summary_markdown, write_training_curve
-from llmrec.recommender.trainer import SELECTION_METRIC, fit, fit_record_path, torch_device
+from llmrec.recommender.trainer import SELECTION_METRIC, fit, fit_fingerprint, fit_record_path, torch_device
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 PAIRED_METRIC = "recall@20"
+SEED_RECORD = "result.json"  # a finished seed: its fingerprint, metrics.json record and whether it left weights
 OUTPUT_FILES = ("metrics.json", "summary.md", "training_curve.png", "checkpoint.pt")
 
 
@@ -74,10 +76,53 @@ def _per_user_record(evaluator: Evaluator, per_user: dict[str, Any]) -> dict[str
     return {"users": evaluator.users.tolist(), PAIRED_METRIC: per_user[PAIRED_METRIC].tolist()}
 
 
+def _seed_fingerprint(data: RunData, config: TrainConfig, seed: int) -> dict[str, Any]:
+    """`fit_fingerprint` as it reads back from JSON (tuples become lists), to compare with a saved one."""
+    return json.loads(json.dumps(fit_fingerprint(data, config, seed), default=str))
+
+
+def _finished_seed(seed_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], bool] | None:
+    """A seed trained and tested earlier with the same options, seed and inputs (its SEED_RECORD), else None."""
+    path = seed_dir / SEED_RECORD
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    if saved.get("fingerprint") != fingerprint or (saved["has_weights"] and not (seed_dir / "best.pt").is_file()):
+        return None
+    logger.info("seed %d: trained and tested earlier with the same options and inputs; reading %s",
+                saved["run"]["seed"], path)
+    return saved["run"], saved["has_weights"]
+
+
 def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> tuple[dict[str, Any], bool]:
-    """The seed's record for metrics.json, and whether it left weights (`seed_<n>/best.pt`; popularity has none)."""
-    evaluators = build_evaluators(data, config.protocol, device, config.eval_batch_size)
+    """The seed's record for metrics.json, and whether it left weights (`seed_<n>/best.pt`; popularity has none).
+
+    A finished seed leaves `seed_<n>/SEED_RECORD` (its test result included),
+    so a comparison stopped after hours loses only the seeds in flight, and
+    seeds trained in worker processes (`comparison.train_all`) are read back
+    here; the test split is still evaluated once per trained seed.
+    """
     seed_dir = out_dir / f"seed_{seed}"
+    fingerprint = _seed_fingerprint(data, config, seed)
+    finished = _finished_seed(seed_dir, fingerprint)
+    if finished is not None:
+        return finished
+    run, has_weights = _fit_and_test(data, config, seed, seed_dir, device)
+    write_json(seed_dir / SEED_RECORD, {"fingerprint": fingerprint, "run": run, "has_weights": has_weights})
+    return run, has_weights
+
+
+def train_seed(run_dir: Path | str, config: TrainConfig, name: str, seed: int) -> None:
+    """Train and test one seed of `name` into `<run>/model/<name>/seed_<n>/` (a worker's unit of a comparison)."""
+    config = config.resolve()
+    out_dir = model_dir(run_dir, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _train_seed(load_run_data(Path(run_dir)), config, seed, out_dir, str(torch_device(config.device)))
+
+
+def _fit_and_test(data: RunData, config: TrainConfig, seed: int, seed_dir: Path,
+                  device: str) -> tuple[dict[str, Any], bool]:
+    evaluators = build_evaluators(data, config.protocol, device, config.eval_batch_size)
     assert evaluators.test is not None
     result = fit(data, config, seed, lambda model: evaluators.selection.evaluate(model.scorer()), seed_dir,
                  reuse=fit_record_path(data.run_dir, config.model, seed))
@@ -93,6 +138,11 @@ def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, de
     return run, True
 
 
+def is_trained(run_dir: Path, config: TrainConfig, name: str, data: RunData) -> bool:
+    """Whether `<run>/model/<name>` holds this config's results on these inputs (nothing to train)."""
+    return stage_is_current(run_dir, f"train:{name}", dataclasses.asdict(config.resolve()), data.input_digests)
+
+
 def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | None = None,
                        data: RunData | None = None) -> dict[str, Any]:
     """Train `config.model` for `config.seeds` seeds; write and return metrics.json's content."""
@@ -101,7 +151,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
     config = config.resolve()
     data = data if data is not None else load_run_data(run_dir)
     stage = f"train:{name}"
-    if stage_is_current(run_dir, stage, dataclasses.asdict(config), data.input_digests):
+    if is_trained(run_dir, config, name, data):
         logger.info("%s: up to date (same options and inputs); reading %s", name, model_dir(run_dir, name))
         return read_json(model_dir(run_dir, name) / "metrics.json")
     out_dir = model_dir(run_dir, name)

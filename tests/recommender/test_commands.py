@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -115,7 +116,7 @@ def test_models_trained_side_by_side_equal_models_trained_one_after_another(
     """`[compare] jobs = 2` trains in two spawned processes; every model's numbers must equal the serial run's."""
     parallel_run = tmp_path / "parallel"
     shutil.copytree(ml_small_run_with_features, parallel_run)
-    config = TrainConfig(model="llmrec", max_epochs=2, eval_every=1, device="cpu", engine="torch")
+    config = TrainConfig(model="llmrec", max_epochs=2, eval_every=1, device="cpu", engine="torch", seeds=2)
     baselines = ("mf", "lightgcn", "text-only")
     serial = compare_with_baselines(ml_small_run_with_features, config, compare=CompareConfig(baselines=baselines))
     side_by_side = compare_with_baselines(parallel_run, config, compare=CompareConfig(baselines=baselines, jobs=2))
@@ -127,6 +128,35 @@ def test_models_trained_side_by_side_equal_models_trained_one_after_another(
                      for run in (ml_small_run_with_features, parallel_run)]
         assert len(histories[0]) == 2
         assert [epoch["loss"] for epoch in histories[0]] == [epoch["loss"] for epoch in histories[1]], one["label"]
+        assert one["seeds"] == 2 and one["test_std"] == other["test_std"]
+
+
+def test_variants_that_are_one_model_on_the_run_train_once(ml_small_run_with_features: Path) -> None:
+    """Without augmented edges w/o-u-i and w/o-prune are LLMRec, and w/o-u&i is text-only: the table repeats
+    the twin's row and says so, and each repeat, trained on its own, gives exactly its twin's numbers."""
+    from llmrec.recommender.comparison import ABLATIONS
+    from llmrec.recommender.runner import train_and_evaluate
+
+    run = ml_small_run_with_features
+    config = TrainConfig(model="llmrec", max_epochs=2, device="cpu", engine="torch")
+    with_edges = compare_with_baselines(run, dataclasses.replace(config, max_epochs=1),
+                                        compare=CompareConfig(baselines=("text-only",), ablations=True))
+    assert len({entry["name"] for entry in with_edges}) == 6  # with edges every variant is a model of its own
+    (run / "augmented_edges.parquet").unlink()
+    entries = compare_with_baselines(run, config, compare=CompareConfig(baselines=("text-only",), ablations=True))
+    by_label = {entry["label"]: entry for entry in entries}
+    assert list(by_label) == ["text-only", "llmrec", "llmrec w/o-u-i", "llmrec w/o-u", "llmrec w/o-u&i",
+                              "llmrec w/o-prune"]
+    twins = {"llmrec w/o-u-i": "llmrec", "llmrec w/o-prune": "llmrec", "llmrec w/o-u&i": "text-only"}
+    notes = json.loads((run / "model" / "comparison.json").read_text())["notes"]
+    for label, twin in twins.items():
+        assert by_label[label]["name"] == by_label[twin]["name"]
+        assert any(note.startswith(f"{label} is the same model as {twin}") for note in notes)
+        variant = dataclasses.replace(config, **ABLATIONS[label.removeprefix("llmrec ")])
+        alone = train_and_evaluate(run, variant, "alone_" + label.replace("/", "").replace("&", "_").replace(" ", "_"))
+        assert alone["test_mean"]["recall@20"] > 0
+        assert alone["test_mean"] == by_label[twin]["test_mean"], label
+    assert by_label["llmrec w/o-u"]["name"] != by_label["llmrec"]["name"]  # profiles still change the model
 
 
 def test_compare_jobs_must_be_a_positive_integer() -> None:

@@ -118,6 +118,21 @@ def test_seeds_report_mean_and_std(ml_small_run: Path) -> None:
     assert "mean ± std (2 seeds)" in (ml_small_run / "model" / "mf" / "summary.md").read_text()
 
 
+def test_a_finished_seed_is_read_back_not_trained_again(ml_small_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A comparison stopped after hours must lose only the seeds in flight: seed 0 of a 1-seed run is
+    seed 0 of the 2-seed rerun (same record, train time included); other options train it afresh."""
+    config = dataclasses.replace(TINY_LLMREC, model="mf", max_epochs=2)
+    first = train_and_evaluate(ml_small_run, config)["runs"]
+    assert len(first) == 1 and first[0]["test"]["recall@20"] > 0
+    with caplog.at_level("INFO", logger="llmrec.recommender.runner"):
+        rerun = train_and_evaluate(ml_small_run, dataclasses.replace(config, seeds=2))["runs"]
+    assert [run["seed"] for run in rerun] == [0, 1]
+    assert rerun[0] == first[0]  # train_seconds too: read back, not trained again
+    assert "seed 0: trained and tested earlier" in caplog.text and "seed 1: trained" not in caplog.text
+    other = train_and_evaluate(ml_small_run, dataclasses.replace(config, l2_reg=1e-2))["runs"]
+    assert other[0]["train_seconds"] != first[0]["train_seconds"]
+
+
 def test_paper_protocol_is_labelled_and_selects_on_test(ml_small_run: Path) -> None:
     config = dataclasses.replace(TINY_LLMREC, model="mf", protocol="paper", max_epochs=2)
     doc = train_and_evaluate(ml_small_run, config)
