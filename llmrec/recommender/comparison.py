@@ -282,26 +282,25 @@ def _text_only_notes(data: RunData, compare: CompareConfig) -> list[str]:
     return []
 
 
-def _ablation_notes(data: RunData) -> list[str]:
+def _missing_feature_notes(data: RunData) -> list[str]:
     missing = [f"`{name}`" for name in ("user_profiles", "item_attributes") if name not in data.features]
-    notes = []
-    if missing:
-        notes.append(f"Note: the run has no {', '.join(missing)} features; variants that drop them equal `full`.")
-    if len(data.augmented_triples) == 0:
-        notes.append("Note: the run has no augmented_edges.parquet; w/o-u-i and w/o-prune equal `full`.")
-    return notes
+    if not missing:
+        return []
+    return [f"Note: the run has no {', '.join(missing)} features; variants that drop them equal `full`."]
 
 
 def ablate(run_dir: Path | str, config: TrainConfig) -> list[dict[str, Any]]:
     """Train the LLMRec model and its ablations; write model/ablation.md/json."""
     run_dir = Path(run_dir)
     data = load_run_data(run_dir)
-    entries = []
-    for label, overrides in ABLATIONS.items():
-        variant = dataclasses.replace(config, model="llmrec", **overrides)
-        doc = train_and_evaluate(run_dir, variant, f"ablation_{_slug(label)}", data)
-        entries.append(_entry(label, doc))
-    _write_table(run_dir, "ablation", "LLMRec ablation", config, entries, _ablation_notes(data))
+    plan = [(label, dataclasses.replace(config, model="llmrec", **overrides), f"ablation_{_slug(label)}")
+            for label, overrides in ABLATIONS.items()]
+    distinct, same_as = distinct_models(plan, data)
+    docs = train_all(run_dir, distinct, data)
+    docs.update({label: docs[twin] for label, twin in same_as.items()})
+    entries = [_entry(label, docs[label]) for label, _, _ in plan]
+    notes = [*_missing_feature_notes(data), *_same_model_notes(same_as)]
+    _write_table(run_dir, "ablation", "LLMRec ablation", config, entries, notes)
     return entries
 
 
