@@ -149,3 +149,24 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class ServedModelBackend(Backend):
+    """A backend whose model name and weights revision are settled when it is made.
+
+    The HTTP backends and the Ray job name a model that a server or a batch
+    job loads, so neither the name nor the revision (part of every store key)
+    changes afterwards; they hold both here instead of each repeating them.
+    """
+
+    def __init__(self, model: str, revision: str | None = None) -> None:
+        self._model_name = model
+        self._revision = revision or ""
+
+    @property
+    def model_id(self) -> str:
+        return self._model_name
+
+    @property
+    def model_revision(self) -> str:
+        return self._revision

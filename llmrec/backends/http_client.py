@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-from llmrec.backends.base import Backend, ChatRequest, Completion
+from llmrec.backends.base import ChatRequest, Completion, ServedModelBackend
 from llmrec.errors import BackendError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ class ChatClient:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-class OpenAICompatibleBackend(Backend):
+class OpenAICompatibleBackend(ServedModelBackend):
     """A backend that is an OpenAI-compatible chat server (subclasses add auth or server management).
 
     `schema_mode`: "response_format" sends a request's JSON schema as
@@ -259,8 +259,7 @@ class OpenAICompatibleBackend(Backend):
     ) -> None:
         if schema_mode not in ("auto", "response_format", "prompt"):
             raise ConfigError(f"schema_mode must be auto, response_format or prompt; got '{schema_mode}'")
-        self._model_name = model
-        self._revision = revision or ""
+        super().__init__(model, revision)
         self.schema_mode = schema_mode
         self.send_seed = send_seed
         self.options = options
@@ -270,14 +269,6 @@ class OpenAICompatibleBackend(Backend):
     def client_for(self, base_urls: Sequence[str]) -> ChatClient:
         """A client of `base_urls` with this backend's options and key."""
         return ChatClient(base_urls, self.options, api_key=self._api_key, label=self.name)
-
-    @property
-    def model_id(self) -> str:
-        return self._model_name
-
-    @property
-    def model_revision(self) -> str:
-        return self._revision
 
     def __repr__(self) -> str:
         urls = self.client.base_urls if self.client else []

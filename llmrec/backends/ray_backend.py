@@ -41,7 +41,7 @@ from typing import IO, Any
 
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
-from llmrec.backends.base import Backend, ChatRequest, Completion
+from llmrec.backends.base import ChatRequest, Completion, ServedModelBackend
 from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.backends.http_client import OpenAICompatibleBackend, normalise_base_url
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer, default_vllm_python, start_failure_cause
@@ -63,7 +63,7 @@ def _positive(name: str, value: Any) -> int:
 
 
 @register_backend("ray")
-class RayBackend(Backend):
+class RayBackend(ServedModelBackend):
     """A Ray Data + vLLM batch job behind the common backend interface (see the module docstring)."""
 
     def __init__(
@@ -102,11 +102,10 @@ class RayBackend(Backend):
         self.settings = EngineSettings(resolve_device(device), tensor_parallel_size=tensor_parallel_size)
         self.python = Path(python).expanduser() if python else default_vllm_python()
         self.start_timeout_s = start_timeout_s
-        self._model_name = model
         self._source = resolve_model(model)
         if is_gguf(self._source) and revision is None:
             revision = gguf_revision(self._source)
-        self._revision = revision or ""
+        super().__init__(model, revision)
         # The request bodies are exactly those of the vllm backend (OpenAI chat-completions
         # with the schema as response_format), built by the same code.
         seed_ok = send_seed if send_seed is not None else bool(self.base_urls) or self.settings.device == "cuda"
@@ -115,14 +114,6 @@ class RayBackend(Backend):
         self._job: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()  # the job's stdout lines (`_read_lines`)
         self.log_path: Path | None = None
-
-    @property
-    def model_id(self) -> str:
-        return self._model_name
-
-    @property
-    def model_revision(self) -> str:
-        return self._revision
 
     def __repr__(self) -> str:
         where = self.ray_address or "local Ray"
