@@ -117,6 +117,7 @@ def train_seed(run_dir: Path | str, config: TrainConfig, name: str, seed: int) -
     config = config.resolve()
     out_dir = model_dir(run_dir, name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("%s, seed %d -> %s", name, seed, out_dir / f"seed_{seed}")  # the trainer's lines name the model only
     _train_seed(load_run_data(Path(run_dir)), config, seed, out_dir, str(torch_device(config.device)))
 
 
