@@ -181,6 +181,7 @@ def test_no_check_config_differs_from_the_full_one_only_in_the_edge_orders_and_w
     assert no_check.data == full.data and no_check.embed == full.embed
     assert dataclasses.replace(no_check.train, seeds=full.train.seeds) == full.train
     assert no_check.compare.baselines == () and not no_check.compare.ablations
+    assert no_check.compare.jobs == full.compare.jobs == 2
 
 
 def test_paired_test_pools_seeds_and_pairs_users() -> None:
