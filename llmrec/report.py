@@ -123,7 +123,9 @@ def _position_bias_section(check: dict[str, Any], bias: dict[str, Any]) -> list[
         p_value = bias.get(f"{role}_chi2_p")
         p_text = f", chi-square p = {p_value:.2g}" if p_value is not None else ""
         verdicts.append(f"{role}: {bias[f'{role}_top_share']:.0%} at number {bias[f'{role}_top_position']}{p_text}")
-    biased = any((bias.get(f"{role}_chi2_p") or 1.0) < 0.01 for role in ("liked", "disliked"))
+    # p can underflow to exactly 0.0 (1,827 answers all at one number): a falsy p is the strongest evidence
+    p_values = [bias.get(f"{role}_chi2_p") for role in ("liked", "disliked")]
+    biased = any(p_value is not None and p_value < 0.01 for p_value in p_values)
     lines.append("- " + "; ".join(verdicts) + ". " + (
         "**The answers follow the position, not the movies** (p < 0.01)." if biased
         else "No sign of position bias at this sample size."))

@@ -24,6 +24,7 @@ from llmrec.augment.pipeline import run_augmentation
 from llmrec.augment.tasks import candidate_orders, edge_tasks, select_users
 from llmrec.augment.validate import EdgeChoice
 from llmrec.data.tables import load_split
+from llmrec.report import _position_bias_section
 
 K = 6  # candidates per user in the constructed lists
 
@@ -108,6 +109,10 @@ def test_answers_by_position_are_dropped_and_show_in_the_histogram(edge_setup) -
     assert bias["answers"] == len(tasks) and bias["liked"][0] == len(tasks) and bias["disliked"][1] == len(tasks)
     assert bias["uniform"] == pytest.approx([len(tasks) / K] * K, abs=1e-3)
     assert bias["liked_top_position"] == 1 and bias["liked_top_share"] == 1.0 and bias["liked_chi2_p"] < 1e-6
+    # the report's verdict, also when p underflows to 0.0 (the full run: 1,827 answers at number 1)
+    for p_value in (bias["liked_chi2_p"], 0.0):
+        verdict = _position_bias_section(check, {**bias, "liked_chi2_p": p_value, "disliked_chi2_p": p_value})[-2]
+        assert "**The answers follow the position, not the movies**" in verdict, p_value
 
     # A model that reads the movies names the same items whatever their numbers: every edge kept, no lock.
     ranked = candidates.sort_values(["user", "rank"]).groupby("user")["item"].agg(list)
@@ -118,6 +123,7 @@ def test_answers_by_position_are_dropped_and_show_in_the_histogram(edge_setup) -
     assert reading.consistency["unanimous"] == len(users)
     assert reading.edges[users[0]] == EdgeChoice(ranked[users[0]][2], ranked[users[0]][4])
     assert sum(reading.position_bias["liked"]) == len(tasks)
+    assert "No sign of position bias" in _position_bias_section(reading.consistency, reading.position_bias)[-2]
 
 
 # --- end to end with the real SmolLM2 through vLLM ----------------------------------------------------
