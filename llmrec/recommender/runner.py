@@ -97,7 +97,7 @@ def _finished_seed(seed_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[st
 def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> tuple[dict[str, Any], bool]:
     """The seed's record for metrics.json, and whether it left weights (`seed_<n>/best.pt`; popularity has none).
 
-    A finished seed leaves `seed_<n>/SEED_RECORD` (its test result included),
+    A trained seed leaves `seed_<n>/SEED_RECORD` (its test result included),
     so a comparison stopped after hours loses only the seeds in flight, and
     seeds trained in worker processes (`comparison.train_all`) are read back
     here; the test split is still evaluated once per trained seed.
@@ -108,7 +108,8 @@ def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, de
     if finished is not None:
         return finished
     run, has_weights = _fit_and_test(data, config, seed, seed_dir, device)
-    write_json(seed_dir / SEED_RECORD, {"fingerprint": fingerprint, "run": run, "has_weights": has_weights})
+    if has_weights:  # popularity is counted in a blink and keeps no seed folder
+        write_json(seed_dir / SEED_RECORD, {"fingerprint": fingerprint, "run": run, "has_weights": has_weights})
     return run, has_weights
 
 
