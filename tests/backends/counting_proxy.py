@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -20,6 +21,7 @@ class CountingProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.prompts: collections.Counter[str] = collections.Counter()
+        self.sent_at: list[float] = []  # time.time() of each counted prompt, in arrival order
         self.authorization: list[str] = []
         self.fail_next = 0
         self.require_authorization: str | None = None
@@ -69,6 +71,7 @@ class CountingProxy:
                     else:
                         failing = False
                         proxy.prompts[json.dumps(json.loads(body)["messages"], sort_keys=True)] += 1
+                        proxy.sent_at.append(time.time())
                 if proxy.require_authorization and self.headers.get("Authorization") != proxy.require_authorization:
                     self._reply(401, b'{"error": {"message": "Incorrect API key provided"}}')
                     return
