@@ -219,9 +219,7 @@ def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str |
     if compare.ablations:
         plan += [(f"{name} {label}", dataclasses.replace(config, model="llmrec", **overrides), f"ablation_{_slug(label)}")
                  for label, overrides in list(ABLATIONS.items())[1:]]
-    distinct, same_as = distinct_models(plan, data)
-    docs = train_all(run_dir, distinct, data, compare.jobs)
-    docs.update({label: docs[twin] for label, twin in same_as.items()})
+    docs, same_as = _train_distinct(run_dir, plan, data, compare.jobs)
     entries = [_entry(label, docs[label]) for label, _, _ in plan]
     model_doc = docs[name]
     paired = [paired_test(model_doc, docs[other]) for other in compare.paired_with if other in docs]
@@ -256,7 +254,7 @@ def distinct_models(plan: list[tuple[str, TrainConfig, str]],
 
     Training a repeat would spend hours on numbers that differ from its twin's
     only where they should not differ at all (the full experiment kept no
-    augmented edge: 2 of its 8 models repeat others).
+    augmented edge: 3 of its 9 rows repeat others).
     """
     first_label: dict[str, str] = {}
     distinct, same_as = [], {}
@@ -268,6 +266,14 @@ def distinct_models(plan: list[tuple[str, TrainConfig, str]],
             first_label[key] = label
             distinct.append((label, config, output))
     return distinct, same_as
+
+
+def _train_distinct(run_dir: Path, plan: list[tuple[str, TrainConfig, str]], data: RunData,
+                    jobs: int = 1) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """`train_all` over the plan's distinct models; metrics by label (a repeat gets its twin's), and the repeats."""
+    distinct, same_as = distinct_models(plan, data)
+    docs = train_all(run_dir, distinct, data, jobs)
+    return {**docs, **{label: docs[twin] for label, twin in same_as.items()}}, same_as
 
 
 def _same_model_notes(same_as: dict[str, str]) -> list[str]:
@@ -295,9 +301,7 @@ def ablate(run_dir: Path | str, config: TrainConfig) -> list[dict[str, Any]]:
     data = load_run_data(run_dir)
     plan = [(label, dataclasses.replace(config, model="llmrec", **overrides), f"ablation_{_slug(label)}")
             for label, overrides in ABLATIONS.items()]
-    distinct, same_as = distinct_models(plan, data)
-    docs = train_all(run_dir, distinct, data)
-    docs.update({label: docs[twin] for label, twin in same_as.items()})
+    docs, same_as = _train_distinct(run_dir, plan, data)
     entries = [_entry(label, docs[label]) for label, _, _ in plan]
     notes = [*_missing_feature_notes(data), *_same_model_notes(same_as)]
     _write_table(run_dir, "ablation", "LLMRec ablation", config, entries, notes)

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 PAIRED_METRIC = "recall@20"
-SEED_RECORD = "result.json"  # a finished seed: its fingerprint, metrics.json record and whether it left weights
+SEED_RECORD = "result.json"  # a trained seed: its fingerprint and its metrics.json record (weights in best.pt)
 OUTPUT_FILES = ("metrics.json", "summary.md", "training_curve.png", "checkpoint.pt")
 
 
@@ -87,11 +87,11 @@ def _finished_seed(seed_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[st
     if not path.is_file():
         return None
     saved = read_json(path)
-    if saved.get("fingerprint") != fingerprint or (saved["has_weights"] and not (seed_dir / "best.pt").is_file()):
+    if saved.get("fingerprint") != fingerprint or not (seed_dir / "best.pt").is_file():
         return None
     logger.info("seed %d: trained and tested earlier with the same options and inputs; reading %s",
                 saved["run"]["seed"], path)
-    return saved["run"], saved["has_weights"]
+    return saved["run"], True
 
 
 def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> tuple[dict[str, Any], bool]:
@@ -109,7 +109,7 @@ def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, de
         return finished
     run, has_weights = _fit_and_test(data, config, seed, seed_dir, device)
     if has_weights:  # popularity is counted in a blink and keeps no seed folder
-        write_json(seed_dir / SEED_RECORD, {"fingerprint": fingerprint, "run": run, "has_weights": has_weights})
+        write_json(seed_dir / SEED_RECORD, {"fingerprint": fingerprint, "run": run})
     return run, has_weights
 
 
