@@ -98,6 +98,21 @@ def _logged(term: torch.Tensor | None) -> float:
     return float(term.detach()) if term is not None else 0.0
 
 
+def layer_mean(layers: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of equally shaped layer outputs, as a running sum: no stacked copy.
+
+    `torch.stack(layers).mean(0)` writes every layer into one (L+1, n, d)
+    tensor and its backward writes the expanded gradient back out; the sum's
+    backward passes one gradient through unchanged. Measured on LightGCN's
+    ml-latest-small step (1 thread), the stack, the mean and its backward were
+    ~15% of the step.
+    """
+    total = layers[0]
+    for layer in layers[1:]:
+        total = total + layer
+    return total / len(layers)
+
+
 class Recommender(nn.Module, ABC):
     """Anything the evaluator can rank with. `fit` trains the `EmbeddingRecommender`s and only evaluates the rest."""
 
@@ -202,7 +217,7 @@ class LightGCN(EmbeddingRecommender):
             items = self.engine.users_to_items(user_layers[-1])
             user_layers.append(users)
             item_layers.append(items)
-        return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
+        return layer_mean(user_layers), layer_mean(item_layers)
 
     def forward(self, generator: torch.Generator | None = None) -> Representations:
         users, items = self.propagate_ids()

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from llmrec.recommender.graph import GraphEngine
 from llmrec.recommender.losses import bpr_per_sample
-from llmrec.recommender.models import BatchLoss, LLMRecModel, Representations
+from llmrec.recommender.models import BatchLoss, LLMRecModel, Representations, layer_mean
 from llmrec.recommender.sampling import Batch
 
 ATTRIBUTE_BPR_WEIGHT = 0.012  # the original's aug_mf_rate
@@ -54,7 +54,7 @@ class OriginalLLMRecModel(LLMRecModel):
             items = F.softmax(items, dim=1) if last else items
             user_layers.append(users)
             item_layers.append(items)
-        return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
+        return layer_mean(user_layers), layer_mean(item_layers)
 
     @property
     def max_grad_norm(self) -> float:
