@@ -299,7 +299,7 @@ class LLMRecModel(LightGCN):
             # The MAE replaces masked rows by the column mean of the real rows, as the original did.
             mean = values[present].mean(0, keepdim=True) if bool(present.any()) else values[:1] * 0
             self.register_buffer(f"feature_mean_{name}", mean, persistent=False)
-        self._propagation_cache: dict[str, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._propagation_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.projections = nn.ModuleDict({name: nn.Linear(used[name].shape[1], dim) for name in self.feature_names})
         for projection in self.projections.values():
             nn.init.xavier_uniform_(projection.weight)
@@ -329,8 +329,12 @@ class LLMRecModel(LightGCN):
         users = self.engine.items_to_users(values)
         return users, self.engine.users_to_items(users)
 
-    def _propagated_inputs(self, name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The frozen feature's user-side rows after two hops and its presence column's two sides, once per device.
+    def _present_column(self, name: str) -> torch.Tensor:
+        """1.0 on rows with an LLM answer, 0.0 on all-zero rows, as an (n, 1) column of the feature's dtype."""
+        return getattr(self, f"feature_present_{name}").unsqueeze(1).to(self.feature(name).dtype)
+
+    def _propagated_inputs(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen feature's user-side rows after two hops and its presence column's, once per device.
 
         Propagation is linear, so propagating the projection of an unmasked
         feature equals projecting its propagated rows:
@@ -344,34 +348,41 @@ class LLMRecModel(LightGCN):
         values = self.feature(name)
         cached = self._propagation_cache.get(name)
         if cached is None or cached[0].device != values.device:
-            present = getattr(self, f"feature_present_{name}").unsqueeze(1).to(values.dtype)
             with torch.no_grad():
-                cached = (self._two_hops(name, values)[0], self._two_hops(name, present))
+                cached = (self._two_hops(name, values)[0], self._two_hops(name, self._present_column(name))[0])
             self._propagation_cache[name] = cached
         return cached
 
     def _feature_branch(self, name: str, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(user-side, item-side) propagated projection of one feature."""
+        """(user-side, item-side) propagated projection of one feature.
+
+        The bias reaches each side as (propagated presence) x b. The item side
+        is never given its own bias term: it is one hop from user rows that
+        already carry theirs, and a term over every item row (a broadcast
+        product, a sum, and their backward) cost more than the few user rows.
+        """
         projection = self.projections[name]
         if mask is None:
-            user_values, (user_present, item_present) = self._propagated_inputs(name)
-            user_side = F.linear(user_values, projection.weight)
-            # The item side is one hop (A^T) from user rows: for an item feature A^T (A X) W = A^T (user side),
-            # for a user feature A^T X W. Projecting those few user rows and hopping at width d replaces
+            user_values, user_present = self._propagated_inputs(name)
+            user_side = F.linear(user_values, projection.weight) + user_present * projection.bias
+            # The item side is one hop (A^T) from user rows: for an item feature A^T (user side), for a user
+            # feature A^T (X W + present b). Projecting those few user rows and hopping at width d replaces
             # projecting every item's propagated row at the feature's width (measured: a 6298 x 384 x 64
             # product and its weight gradient, the largest dense work of an LLMRec step).
-            hop_source = F.linear(self.feature(name), projection.weight) if name in USER_FEATURES else user_side
-            return (user_side + user_present * projection.bias,
-                    self.engine.users_to_items(hop_source) + item_present * projection.bias)
+            if name in USER_FEATURES:
+                hop_source = F.linear(self.feature(name), projection.weight) + self._present_column(name) * projection.bias
+            else:
+                hop_source = user_side
+            return user_side, self.engine.users_to_items(hop_source)
         values = torch.where(mask.unsqueeze(1), getattr(self, f"feature_mean_{name}"), self.feature(name))
         if values.shape[1] <= projection.out_features:
             # Narrower than d (item attributes): by the same linearity, hop the masked rows themselves (no
-            # gradient flows into them, so the hops have no backward) and project both sides afterwards.
-            _, (user_present, item_present) = self._propagated_inputs(name)
+            # gradient flows into them, so the hops have no backward) and project both sides afterwards. The
+            # presence column hops beside them, so one product [X, present] [W, b]^T adds the bias on each side.
             with torch.no_grad():
-                user_values, item_values = self._two_hops(name, values)
-            return (F.linear(user_values, projection.weight) + user_present * projection.bias,
-                    F.linear(item_values, projection.weight) + item_present * projection.bias)
+                user_values, item_values = self._two_hops(name, torch.cat([values, self._present_column(name)], 1))
+            weight_and_bias = torch.cat([projection.weight, projection.bias.unsqueeze(1)], 1)
+            return F.linear(user_values, weight_and_bias), F.linear(item_values, weight_and_bias)
         # Rows without an LLM answer stay zero after the projection: its bias is not a feature to spread.
         return self._two_hops(name, projection(values) * getattr(self, f"feature_present_{name}").unsqueeze(1))
 
