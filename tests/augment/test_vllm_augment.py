@@ -18,7 +18,7 @@ pytestmark = pytest.mark.vllm
 def test_vllm_backend_with_schema_constrained_answers(vllm_server, prepared_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_run, run_dir)
-    options = AugmentConfig(limit_users=4, limit_items=4, temperature=0.0, max_tokens=96, history_budget=8, candidates_k=5,
+    options = AugmentConfig(limit_users=2, limit_items=2, temperature=0.0, max_tokens=96, history_budget=8, candidates_k=5,
                             store=str(tmp_path / "store.sqlite"), candidates_epochs=2)
     backend = get_backend("vllm", model=vllm_server.served_name, base_url=vllm_server.base_url)
     summary = run_augmentation(run_dir, backend, options)
