@@ -17,8 +17,8 @@ setup:
 setup-vllm: venvs
 	scripts/setup-vllm
 
-# Both venvs, built side by side: each build is mostly pip waiting on disk and the package index
-# (measured on a fresh 2-core machine: .venv 4.0 min and .venv-vllm with Ray 4.1 min, one after the other).
+# Both venvs, built side by side (fresh 2-core machine: 9.1 min one after the other - .venv 4.0, .venv-vllm
+# with Ray 4.1, GGUF conversion 1.0 - and 5.9 min this way; neither build alone kept both cores busy).
 venvs:
 	$(MAKE) --no-print-directory -j2 setup vllm-venv
 
