@@ -384,7 +384,7 @@ class LLMRecModel(LightGCN):
             weight_and_bias = torch.cat([projection.weight, projection.bias.unsqueeze(1)], 1)
             return F.linear(user_values, weight_and_bias), F.linear(item_values, weight_and_bias)
         # Rows without an LLM answer stay zero after the projection: its bias is not a feature to spread.
-        return self._two_hops(name, projection(values) * getattr(self, f"feature_present_{name}").unsqueeze(1))
+        return self._two_hops(name, projection(values) * self._present_column(name))
 
     def forward(self, generator: torch.Generator | None = None) -> Representations:
         """Representations; pass the training generator to mask features (training only)."""

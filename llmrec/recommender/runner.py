@@ -81,8 +81,9 @@ def _seed_fingerprint(data: RunData, config: TrainConfig, seed: int) -> dict[str
     return json.loads(json.dumps(fit_fingerprint(data, config, seed), default=str))
 
 
-def _finished_seed(seed_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any], bool] | None:
-    """A seed trained and tested earlier with the same options, seed and inputs (its SEED_RECORD), else None."""
+def _finished_seed(seed_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a seed trained and tested earlier with the same options, seed and inputs (its SEED_RECORD, its
+    weights in best.pt), else None."""
     path = seed_dir / SEED_RECORD
     if not path.is_file():
         return None
@@ -91,7 +92,7 @@ def _finished_seed(seed_dir: Path, fingerprint: dict[str, Any]) -> tuple[dict[st
         return None
     logger.info("seed %d: trained and tested earlier with the same options and inputs; reading %s",
                 saved["run"]["seed"], path)
-    return saved["run"], True
+    return saved["run"]
 
 
 def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, device: str) -> tuple[dict[str, Any], bool]:
@@ -106,7 +107,7 @@ def _train_seed(data: RunData, config: TrainConfig, seed: int, out_dir: Path, de
     fingerprint = _seed_fingerprint(data, config, seed)
     finished = _finished_seed(seed_dir, fingerprint)
     if finished is not None:
-        return finished
+        return finished, True
     run, has_weights = _fit_and_test(data, config, seed, seed_dir, device)
     if has_weights:  # popularity is counted in a blink and keeps no seed folder
         write_json(seed_dir / SEED_RECORD, {"fingerprint": fingerprint, "run": run})
