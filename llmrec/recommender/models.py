@@ -14,14 +14,16 @@ embeddings and is the trainer's whole interface:
   terms the model adds: LLMRec its pruned augmented triples and reconstruction);
 - `augmented_rate`: augmented triples per real sample its loss reads (the
   trainer draws them with the batch);
-- `optimizer(lr)` and `max_grad_norm`: its update rule.
+- `optimizer(lr)` and `max_grad_norm`: its update rule;
+- `start_epoch()`: called before each epoch's first step (LLMRec draws fresh
+  feature masks at its next training forward).
 
 LLMRec here is LightGCN plus side features, after §3.2 of the original but with
 the symmetric normalisation: each feature matrix is projected to d by a learned
 Linear, propagated one hop to the other node type and back over the same graph,
 L2-normalised row-wise, and added to the ID representation with its weight.
 Masked feature reconstruction (the paper's MAE) masks a fresh random fraction
-of user-profile / item-attribute rows on every training step (on a copy, never
+of user-profile / item-attribute rows for every training epoch (on a copy, never
 in place), and a trained decoder reconstructs the original rows from their
 propagated representation. All-zero rows (the LLM gave no valid answer) are
 never masked or reconstructed, and stay zero after the projection (its bias
@@ -154,6 +156,9 @@ class EmbeddingRecommender(Recommender):
         """Augmented triples per real sample that `loss` reads; 0: the trainer draws none."""
         return 0.0
 
+    def start_epoch(self) -> None:
+        """The trainer calls this before each epoch's first step; models with nothing fixed per epoch ignore it."""
+
     @property
     def max_grad_norm(self) -> float:
         """The trainer clips the gradient norm to this before each step; 0: no clipping."""
@@ -273,8 +278,35 @@ def add_normalized_rows(base: torch.Tensor, values: torch.Tensor, weight: float,
     return _AddNormalizedRows.apply(base, values, weight, eps)
 
 
+@dataclass
+class _BranchInputs:
+    """What one feature branch reads on every step, propagated without gradient and cached.
+
+    Propagation is linear, so propagating the projection of a feature equals
+    projecting its propagated rows: A((X W + b) * present) = (A X) W + (A present) b,
+    because absent rows of X are zero. No gradient flows into X, so the
+    sparse products at the feature's own width run when X changes (never
+    for an unmasked feature, once per epoch for a masked one) instead of on
+    every step, and each step only projects.
+    """
+
+    # The feature's rows with the presence column appended (so one product [rows, presence] [W, b]^T adds
+    # the bias): at the users (two hops away for a user feature, one for an item feature), and for
+    # features narrower than d at the items (one hop for a user feature, two for an item feature).
+    users: torch.Tensor
+    items: torch.Tensor | None
+    own_rows: torch.Tensor | None  # a wide user feature's (masked) rows, whose projection hops to the items
+
+
 class LLMRecModel(LightGCN):
-    """LightGCN plus projected, propagated LLM/content features, masked reconstruction and augmented triples."""
+    """LightGCN plus projected, propagated LLM/content features, masked reconstruction and augmented triples.
+
+    Masks are drawn once per epoch, not per step: with fixed masks a masked
+    feature's propagation is cached like an unmasked one's (`_BranchInputs`),
+    and its sparse products at the feature's width run once per epoch. Fresh
+    masks on every step kept the projection inside the hops, so each masked
+    feature added two SpMMs forward and two backward to every step.
+    """
 
     def __init__(
         self,
@@ -299,7 +331,6 @@ class LLMRecModel(LightGCN):
             # The MAE replaces masked rows by the column mean of the real rows, as the original did.
             mean = values[present].mean(0, keepdim=True) if bool(present.any()) else values[:1] * 0
             self.register_buffer(f"feature_mean_{name}", mean, persistent=False)
-        self._propagation_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.projections = nn.ModuleDict({name: nn.Linear(used[name].shape[1], dim) for name in self.feature_names})
         for projection in self.projections.values():
             nn.init.xavier_uniform_(projection.weight)
@@ -310,89 +341,97 @@ class LLMRecModel(LightGCN):
                 if name in MASKED_FEATURES and options.mask_rate > 0 and options.reconstruction_weight > 0
             }
         )
+        self._unmasked_inputs: dict[str, _BranchInputs] = {}  # kept for the model's life (per device)
+        self._epoch_masks: dict[str, torch.Tensor] | None = None  # None: drawn at the next training forward
+        self._masked_inputs: dict[str, _BranchInputs] = {}  # this epoch's
 
     def feature(self, name: str) -> torch.Tensor:
         return getattr(self, f"feature_{name}")
 
+    def start_epoch(self) -> None:
+        """Forget this epoch's masks: the next training forward draws fresh ones."""
+        self._epoch_masks = None
+        self._masked_inputs.clear()
+
     def _masked_rows(self, name: str, generator: torch.Generator | None) -> torch.Tensor | None:
+        """A fresh draw of the rows to mask (mask_rate of the rows with an answer); None where nothing is masked."""
         if generator is None or name not in self.decoders:
             return None
         rows = self.feature(name).shape[0]
         draws = torch.rand(rows, generator=generator).to(self.feature(name).device)
         return (draws < self.options.mask_rate) & getattr(self, f"feature_present_{name}")
 
-    def _two_hops(self, name: str, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(user-side, item-side) of `values` (rows of the feature's own node type) after two hops."""
-        if name in USER_FEATURES:
-            items = self.engine.users_to_items(values)
-            return self.engine.items_to_users(items), items
-        users = self.engine.items_to_users(values)
-        return users, self.engine.users_to_items(users)
+    def _masks(self, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """The epoch's mask per masked feature, drawn with `generator` on the epoch's first training forward."""
+        if generator is None:
+            return {}
+        if self._epoch_masks is None:
+            drawn = {name: self._masked_rows(name, generator) for name in self.feature_names}
+            self._epoch_masks = {name: mask for name, mask in drawn.items() if mask is not None}
+        return self._epoch_masks
 
     def _present_column(self, name: str) -> torch.Tensor:
         """1.0 on rows with an LLM answer, 0.0 on all-zero rows, as an (n, 1) column of the feature's dtype."""
         return getattr(self, f"feature_present_{name}").unsqueeze(1).to(self.feature(name).dtype)
 
-    def _propagated_inputs(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frozen feature's user-side rows after two hops and its presence column's, once per device.
+    def _is_narrow(self, name: str) -> bool:
+        """Narrower than d: projecting every item's propagated row is cheaper than a hop with its backward."""
+        return self.feature(name).shape[1] <= self.projections[name].out_features
 
-        Propagation is linear, so propagating the projection of an unmasked
-        feature equals projecting its propagated rows:
-        A((X W + b) * present) = (A X) W + (A present) b, because absent rows of
-        X are zero. The graph and X never change, so the sparse products at the
-        feature's width run once instead of on every step (measured: the
-        item-text branch's two SpMMs were the largest share of an LLMRec step
-        beyond LightGCN's). Only the user side is kept: `_feature_branch` gets
-        the item side by one hop from projected user rows.
-        """
+    def _branch_inputs(self, name: str, mask: torch.Tensor | None) -> _BranchInputs:
+        """The feature's propagated rows for `mask` (None: unmasked), from the cache when they are there."""
+        cache = self._unmasked_inputs if mask is None else self._masked_inputs
+        cached = cache.get(name)
+        if cached is not None and cached.users.device == self.feature(name).device:
+            return cached
         values = self.feature(name)
-        cached = self._propagation_cache.get(name)
-        if cached is None or cached[0].device != values.device:
-            with torch.no_grad():
-                cached = (self._two_hops(name, values)[0], self._two_hops(name, self._present_column(name))[0])
-            self._propagation_cache[name] = cached
+        if mask is not None:
+            values = torch.where(mask.unsqueeze(1), getattr(self, f"feature_mean_{name}"), values)
+        narrow, user_feature = self._is_narrow(name), name in USER_FEATURES
+        rows = torch.cat([values, self._present_column(name)], 1)
+        with torch.no_grad():
+            if user_feature:
+                at_items = self.engine.users_to_items(rows)
+                cached = _BranchInputs(self.engine.items_to_users(at_items), at_items if narrow else None,
+                                       None if narrow else values)
+            else:
+                at_users = self.engine.items_to_users(rows)
+                cached = _BranchInputs(at_users, self.engine.users_to_items(at_users) if narrow else None, None)
+        cache[name] = cached
         return cached
 
     def _feature_branch(self, name: str, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(user-side, item-side) propagated projection of one feature.
+        """(user-side, item-side) propagated projection of one feature (masked with `mask` unless None).
 
-        The bias reaches each side as (propagated presence) x b. The item side
-        is never given its own bias term: it is one hop from user rows that
-        already carry theirs, and a term over every item row (a broadcast
-        product, a sum, and their backward) cost more than the few user rows.
+        The user side projects cached rows. The item side projects cached rows
+        too for features narrower than d; a wider feature's item side is one
+        hop (A^T) from projected user rows, at width d: for an item feature
+        from its user side, for a user feature from its own rows (measured:
+        projecting every item's propagated row at width 384, a 6298 x 384 x 64
+        product and its weight gradient, was the largest dense work of a step).
+        The bias reaches each side as (propagated presence) x b, so rows without
+        an LLM answer stay zero: the bias is not a feature to spread.
         """
         projection = self.projections[name]
-        if mask is None:
-            user_values, user_present = self._propagated_inputs(name)
-            user_side = F.linear(user_values, projection.weight) + user_present * projection.bias
-            # The item side is one hop (A^T) from user rows: for an item feature A^T (user side), for a user
-            # feature A^T (X W + present b). Projecting those few user rows and hopping at width d replaces
-            # projecting every item's propagated row at the feature's width (measured: a 6298 x 384 x 64
-            # product and its weight gradient, the largest dense work of an LLMRec step).
-            if name in USER_FEATURES:
-                hop_source = F.linear(self.feature(name), projection.weight) + self._present_column(name) * projection.bias
-            else:
-                hop_source = user_side
-            return user_side, self.engine.users_to_items(hop_source)
-        values = torch.where(mask.unsqueeze(1), getattr(self, f"feature_mean_{name}"), self.feature(name))
-        if values.shape[1] <= projection.out_features:
-            # Narrower than d (item attributes): by the same linearity, hop the masked rows themselves (no
-            # gradient flows into them, so the hops have no backward) and project both sides afterwards. The
-            # presence column hops beside them, so one product [X, present] [W, b]^T adds the bias on each side.
-            with torch.no_grad():
-                user_values, item_values = self._two_hops(name, torch.cat([values, self._present_column(name)], 1))
-            weight_and_bias = torch.cat([projection.weight, projection.bias.unsqueeze(1)], 1)
-            return F.linear(user_values, weight_and_bias), F.linear(item_values, weight_and_bias)
-        # Rows without an LLM answer stay zero after the projection: its bias is not a feature to spread.
-        return self._two_hops(name, projection(values) * self._present_column(name))
+        inputs = self._branch_inputs(name, mask)
+        weight_and_bias = torch.cat([projection.weight, projection.bias.unsqueeze(1)], 1)
+        user_side = F.linear(inputs.users, weight_and_bias)
+        if inputs.items is not None:
+            return user_side, F.linear(inputs.items, weight_and_bias)
+        if inputs.own_rows is not None:  # a user feature
+            hop_source = F.linear(inputs.own_rows, projection.weight) + self._present_column(name) * projection.bias
+        else:
+            hop_source = user_side
+        return user_side, self.engine.users_to_items(hop_source)
 
     def forward(self, generator: torch.Generator | None = None) -> Representations:
         """Representations; pass the training generator to mask features (training only)."""
         users, items = self.propagate_ids()
         reconstruction_terms = []
         branches = {}
+        masks = self._masks(generator)
         for name in self.feature_names:
-            mask = self._masked_rows(name, generator)
+            mask = masks.get(name)
             user_side, item_side = self._feature_branch(name, mask)
             branches[name] = (user_side, item_side)
             weight = self.options.weight_of(name)

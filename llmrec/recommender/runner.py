@@ -38,7 +38,14 @@ from llmrec.recommender.models import EmbeddingRecommender
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.protocol import build_evaluators, protocol_label
 from llmrec.recommender.reporting import mean_and_std, summary_markdown, write_training_curve
-from llmrec.recommender.trainer import SELECTION_METRIC, fit, fit_fingerprint, fit_record_path, torch_device
+from llmrec.recommender.trainer import (
+    SELECTION_METRIC,
+    TRAINING_REVISION,
+    fit,
+    fit_fingerprint,
+    fit_record_path,
+    torch_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +148,14 @@ def _fit_and_test(data: RunData, config: TrainConfig, seed: int, seed_dir: Path,
     return run, True
 
 
+def _stage_params(config: TrainConfig) -> dict[str, Any]:
+    """The train stage's parameters in the manifest: the options and the training revision that ran them."""
+    return {**dataclasses.asdict(config.resolve()), "training_revision": TRAINING_REVISION}
+
+
 def is_trained(run_dir: Path, config: TrainConfig, name: str, data: RunData) -> bool:
     """Whether `<run>/model/<name>` holds this config's results on these inputs (nothing to train)."""
-    return stage_is_current(run_dir, f"train:{name}", dataclasses.asdict(config.resolve()), data.input_digests)
+    return stage_is_current(run_dir, f"train:{name}", _stage_params(config), data.input_digests)
 
 
 def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | None = None,
@@ -187,7 +199,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
     write_json(out_dir / "metrics.json", doc)
     write_text(out_dir / "summary.md", summary_markdown(doc))
     record_stage(
-        run_dir, stage, params=dataclasses.asdict(config), inputs=data.input_digests,
+        run_dir, stage, params=_stage_params(config), inputs=data.input_digests,
         outputs=[f"model/{name}/{file}" for file in outputs],
         stats={"test_mean": test_mean, "best_epochs": [run["best_epoch"] for run in runs], "protocol": config.protocol},
     )

@@ -1,7 +1,7 @@
-"""Features hop before their projection where that is cheaper: same values and gradients as projecting first.
+"""Features hop before their projection: same values and gradients as projecting first.
 
-Unmasked features are propagated once and projected per step; masked
-features narrower than d hop their masked rows and are projected after.
+Unmasked features are propagated once and masked ones once per epoch (their
+masks hold for the epoch), and each step projects the propagated rows.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from llmrec.recommender.data import load_run_data
 from llmrec.recommender.graph import build_engine
-from llmrec.recommender.models import MASKED_FEATURES, FeatureOptions, LLMRecModel
+from llmrec.recommender.models import MASKED_FEATURES, USER_FEATURES, FeatureOptions, LLMRecModel
 
 CPU = torch.device("cpu")
 
@@ -23,7 +23,12 @@ def _project_then_propagate(model: LLMRecModel, name: str,
     values = model.feature(name)
     if mask is not None:
         values = torch.where(mask.unsqueeze(1), getattr(model, f"feature_mean_{name}"), values)
-    return model._two_hops(name, model.projections[name](values) * present)
+    projected = model.projections[name](values) * present
+    if name in USER_FEATURES:
+        items = model.engine.users_to_items(projected)
+        return model.engine.items_to_users(items), items
+    users = model.engine.items_to_users(projected)
+    return users, model.engine.users_to_items(users)
 
 
 def _model_with_absent_rows(run_dir, dim: int) -> LLMRecModel:
@@ -61,24 +66,28 @@ def test_cached_propagation_equals_projecting_first(ml_small_run_with_features) 
         optimizer.step()
 
 
-@pytest.mark.parametrize("dim", [16, 64])  # masked features wider than d (projected first) / narrower (hop first)
+@pytest.mark.parametrize("dim", [16, 64])  # masked features wider than d (item side hopped) / narrower (projected)
 def test_masked_branch_equals_projecting_first(ml_small_run_with_features, dim: int) -> None:
+    """Over two epochs: the second epoch's branch follows its own masks, not the first epoch's cached rows."""
     model = _model_with_absent_rows(ml_small_run_with_features, dim)
     widths = {name: model.feature(name).shape[1] for name in MASKED_FEATURES}
     assert all((width <= dim) == (dim == 64) for width in widths.values()), widths  # each case takes its path
     generator = torch.Generator().manual_seed(0)
-    for name in MASKED_FEATURES:
-        mask = model._masked_rows(name, generator)
-        assert mask is not None and mask.any(), name
-        model.zero_grad()
-        branch = model._feature_branch(name, mask)
-        (branch[0].square().sum() + branch[1].sin().sum()).backward()
-        branch_grads = [p.grad.clone() for p in model.projections[name].parameters()]
-        model.zero_grad()
-        direct = _project_then_propagate(model, name, mask)
-        (direct[0].square().sum() + direct[1].sin().sum()).backward()
-        direct_grads = [p.grad.clone() for p in model.projections[name].parameters()]
-        for got, expected in zip(branch, direct):
-            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (name, dim)
-        for got, expected in zip(branch_grads, direct_grads):
-            assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (name, dim)
+    for epoch in range(2):
+        model.start_epoch()
+        masks = model._masks(generator)
+        for name in MASKED_FEATURES:
+            mask = masks[name]
+            assert mask.any(), name
+            model.zero_grad()
+            branch = model._feature_branch(name, mask)
+            (branch[0].square().sum() + branch[1].sin().sum()).backward()
+            branch_grads = [p.grad.clone() for p in model.projections[name].parameters()]
+            model.zero_grad()
+            direct = _project_then_propagate(model, name, mask)
+            (direct[0].square().sum() + direct[1].sin().sum()).backward()
+            direct_grads = [p.grad.clone() for p in model.projections[name].parameters()]
+            for got, expected in zip(branch, direct):
+                assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4), (name, dim, epoch)
+            for got, expected in zip(branch_grads, direct_grads):
+                assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (name, dim, epoch)

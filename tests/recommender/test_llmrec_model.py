@@ -112,15 +112,38 @@ def test_training_moves_decoders_and_leaves_features_untouched(ml_small_run_with
     np.testing.assert_array_equal(result.model.feature("item_attributes").numpy(), original_attributes)
 
 
-def test_masking_is_fresh_each_step_and_off_at_evaluation(ml_small_run_with_features: Path) -> None:
+def test_masks_hold_for_an_epoch_are_fresh_each_epoch_and_off_at_evaluation(ml_small_run_with_features: Path) -> None:
+    """One draw per epoch: the steps of an epoch share its masks (so their propagation is cached), the next differs."""
     data = load_run_data(ml_small_run_with_features)
     model, _ = build_model(CONFIG, data, CPU)
     generator = torch.Generator().manual_seed(0)
-    first, second = model._masked_rows("user_profiles", generator), model._masked_rows("user_profiles", generator)
-    assert not torch.equal(first, second)
-    assert 0.03 < first.float().mean() < 0.2  # mask_rate 0.1
-    assert model._masked_rows("user_profiles", None) is None
+    first = model._masks(generator)
+    assert set(first) == {"item_attributes", "user_profiles"}
+    assert 0.03 < first["user_profiles"].float().mean() < 0.2  # mask_rate 0.1
+    same_epoch = model._masks(generator)
+    model.start_epoch()
+    next_epoch = model._masks(generator)
+    for name, mask in first.items():
+        assert torch.equal(mask, same_epoch[name]), name
+        assert not torch.equal(mask, next_epoch[name]), name
+    assert model._masks(None) == {}
     assert model(None).reconstruction_loss is None
+    assert model(generator).reconstruction_loss is not None
+
+
+def test_each_training_epoch_draws_its_own_masks(ml_small_run_with_features: Path) -> None:
+    """The trainer starts every epoch with `start_epoch`, so two epochs train on different masks."""
+    data = load_run_data(ml_small_run_with_features)
+    model, _ = build_model(CONFIG, data, CPU)
+    runner = _EpochSteps(model, data, CONFIG, CPU)
+    optimizer, generator = model.optimizer(CONFIG.lr), torch.Generator().manual_seed(0)
+    epoch_masks = []
+    for _ in range(2):
+        assert runner.run(optimizer, generator)["reconstruction"] > 0
+        epoch_masks.append(dict(model._masks(generator)))
+    assert set(epoch_masks[0]) == {"item_attributes", "user_profiles"}
+    for name, mask in epoch_masks[0].items():
+        assert not torch.equal(mask, epoch_masks[1][name]), name
 
 
 def test_rows_without_an_llm_answer_are_never_masked(ml_small_run_with_features: Path) -> None:

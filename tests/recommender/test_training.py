@@ -133,6 +133,27 @@ def test_a_finished_seed_is_read_back_not_trained_again(ml_small_run: Path, capl
     assert other[0]["train_seconds"] != first[0]["train_seconds"]
 
 
+def test_results_of_an_older_training_revision_are_trained_again(ml_small_run: Path) -> None:
+    """A change that alters the weights bumps TRAINING_REVISION, so what older code trained (its records carry no
+    revision) is trained again, never read back as this code's result."""
+    from llmrec.artifacts import MANIFEST_NAME, read_json, write_json
+
+    config = dataclasses.replace(TINY_LLMREC, model="mf", max_epochs=2)
+    first = train_and_evaluate(ml_small_run, config)["runs"][0]
+    assert first["test"]["recall@20"] > 0
+    assert train_and_evaluate(ml_small_run, config)["runs"][0] == first  # same revision: read back
+    manifest = read_json(ml_small_run / MANIFEST_NAME)
+    del manifest["stages"]["train:mf"]["params"]["training_revision"]
+    write_json(ml_small_run / MANIFEST_NAME, manifest)
+    seed_record_path = ml_small_run / "model" / "mf" / "seed_0" / "result.json"
+    seed_record = read_json(seed_record_path)
+    del seed_record["fingerprint"]["revision"]
+    write_json(seed_record_path, seed_record)
+    again = train_and_evaluate(ml_small_run, config)["runs"][0]
+    assert again["train_seconds"] != first["train_seconds"]  # trained, not read back
+    assert again["test"] == first["test"]  # the same code and seed train the same weights
+
+
 def test_paper_protocol_is_labelled_and_selects_on_test(ml_small_run: Path) -> None:
     config = dataclasses.replace(TINY_LLMREC, model="mf", protocol="paper", max_epochs=2)
     doc = train_and_evaluate(ml_small_run, config)
