@@ -1,7 +1,8 @@
 """Training speed and memory of the two graph engines (DGL, torch sparse) on ml-latest-small, CPU.
 
-For each engine and model (LightGCN; LLMRec with 384-d item-text and
-user-profile features, 32-d item attributes and one augmented triple per user)
+For each engine and model (LightGCN; LLMRec with 384-d item-text, user-profile
+and item-attribute features, the width `llmrec embed` writes with the bundled
+all-MiniLM-L6-v2, and one augmented triple per user)
 a fresh subprocess trains one warm-up epoch and then `EPOCHS` timed epochs,
 with the same seed and batches. Each runs in its own process so the peak RSS
 (`resource.getrusage`, which covers torch's and DGL's C++ allocations) belongs
@@ -61,7 +62,7 @@ def prepare_run(run_dir: Path) -> Path:
     rng = np.random.default_rng(0)
     (run_dir / "embeddings").mkdir(exist_ok=True)
     np.save(run_dir / "embeddings" / "item_text.npy", rng.standard_normal((n_items, 384)).astype(np.float32))
-    np.save(run_dir / "embeddings" / "item_attributes.npy", rng.standard_normal((n_items, 32)).astype(np.float32))
+    np.save(run_dir / "embeddings" / "item_attributes.npy", rng.standard_normal((n_items, 384)).astype(np.float32))
     np.save(run_dir / "embeddings" / "user_profiles.npy", rng.standard_normal((n_users, 384)).astype(np.float32))
     first = train.groupby("user")["item"].first()
     pd.DataFrame({"user": first.index.astype(np.int64), "liked": first.to_numpy(np.int64),
