@@ -353,21 +353,19 @@ class LLMRecModel(LightGCN):
         self._epoch_masks = None
         self._masked_inputs.clear()
 
-    def _masked_rows(self, name: str, generator: torch.Generator | None) -> torch.Tensor | None:
-        """A fresh draw of the rows to mask (mask_rate of the rows with an answer); None where nothing is masked."""
-        if generator is None or name not in self.decoders:
-            return None
+    def _masked_rows(self, name: str, generator: torch.Generator) -> torch.Tensor:
+        """A fresh draw of the rows of a masked feature to mask (mask_rate of the rows with an answer)."""
         rows = self.feature(name).shape[0]
         draws = torch.rand(rows, generator=generator).to(self.feature(name).device)
         return (draws < self.options.mask_rate) & getattr(self, f"feature_present_{name}")
 
     def _masks(self, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """The epoch's mask per masked feature, drawn with `generator` on the epoch's first training forward."""
+        """The epoch's mask per masked feature (those with a decoder), drawn with `generator` on the epoch's first
+        training forward; none at evaluation (generator None)."""
         if generator is None:
             return {}
         if self._epoch_masks is None:
-            drawn = {name: self._masked_rows(name, generator) for name in self.feature_names}
-            self._epoch_masks = {name: mask for name, mask in drawn.items() if mask is not None}
+            self._epoch_masks = {name: self._masked_rows(name, generator) for name in self.decoders}
         return self._epoch_masks
 
     def _present_column(self, name: str) -> torch.Tensor:
