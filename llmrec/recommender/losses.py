@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+COSINE_EPS = 1e-8  # F.cosine_similarity's: a reconstruction shorter than this counts as this long
+
 
 def bpr_per_sample(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(u.i+ - u.i-) per row; rows are vectors of the same batch sample."""
@@ -28,9 +30,17 @@ def prune_highest(losses: torch.Tensor, prune_rate: float) -> torch.Tensor:
     return torch.topk(losses, keep, largest=False).values
 
 
-def scaled_cosine_error(reconstructed: torch.Tensor, target: torch.Tensor, alpha: float) -> torch.Tensor:
-    """mean((1 - cos)^alpha) (GraphMAE's SCE, the paper's Eq. 9)."""
-    cosine = F.cosine_similarity(reconstructed, target, dim=1)
+def scaled_cosine_error(reconstructed: torch.Tensor, unit_target: torch.Tensor, alpha: float) -> torch.Tensor:
+    """mean((1 - cos)^alpha) (GraphMAE's SCE, the paper's Eq. 9) against targets already L2-normalised row-wise.
+
+    The cosine needs only the targets' directions, and a model's targets are
+    fixed for an epoch, so they are normalised once; per step this reads the
+    reconstruction twice (norm, dot). `F.cosine_similarity` normalised both
+    sides on every call, and its backward made LLMRec's item-attribute
+    reconstruction (~630 rows x 384) cost twice as much.
+    """
+    norm = torch.linalg.vector_norm(reconstructed, dim=1).clamp_min(COSINE_EPS)
+    cosine = (reconstructed * unit_target).sum(1) / norm
     return (1.0 - cosine).clamp_min(0.0).pow(alpha).mean()
 
 

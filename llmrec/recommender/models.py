@@ -247,35 +247,52 @@ class FeatureOptions:
 
 
 class _AddNormalizedRows(torch.autograd.Function):
-    """base + weight * F.normalize(values, dim=1) (rows divided by max(norm, eps)), with a hand-written backward.
+    """base + sum_k weight_k * F.normalize(values_k, dim=1) (rows divided by max(norm, eps)), hand-written backward.
 
     Autograd's graph of that expression (norm, clamp, broadcast division,
-    scaling, sum) runs about nine passes over the full (n, d) tensors in its
-    backward; the closed form, grad_values = weight (g - y <g, y>) / max(norm, eps)
+    scaling, sum) runs about nine passes over the full (n, d) tensors per
+    term in its backward; the closed form, grad_values = weight (g - y <g, y>) / max(norm, eps)
     with y the normalised rows (and <g, y> dropped on rows whose norm was
     clamped, whose denominator is then a constant), runs three, and base's
-    gradient is g itself. LLMRec adds three normalised (n_items, d) item
-    sides per step, and these passes were most of its elementwise work.
+    gradient is g itself. All of a side's terms go into one output, added
+    in order into the first sum: LLMRec adds three normalised (n_items, d)
+    item sides per step, and one new (n, d) tensor per term was a fresh
+    allocation and pass each.
     """
 
     @staticmethod
-    def forward(ctx, base: torch.Tensor, values: torch.Tensor, weight: float, eps: float) -> torch.Tensor:  # type: ignore[override]
-        norm = torch.linalg.vector_norm(values, dim=1, keepdim=True)
-        inverse = norm.clamp_min(eps).reciprocal()
-        normalized = values * inverse
-        ctx.save_for_backward(normalized, inverse * weight, norm < eps)
-        return torch.add(base, normalized, alpha=weight)
+    def forward(ctx, base: torch.Tensor, weights: tuple[float, ...], eps: float,  # type: ignore[override]
+                *values: torch.Tensor) -> torch.Tensor:
+        total = base
+        saved: list[torch.Tensor] = []
+        for value, weight in zip(values, weights, strict=True):
+            norm = torch.linalg.vector_norm(value, dim=1, keepdim=True)
+            inverse = norm.clamp_min(eps).reciprocal()
+            normalized = value * inverse
+            total = torch.add(base, normalized, alpha=weight) if total is base else total.add_(normalized, alpha=weight)
+            saved += [normalized, inverse * weight, norm < eps]
+        ctx.save_for_backward(*saved)
+        return total
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:  # type: ignore[override]
-        normalized, scale, clamped = ctx.saved_tensors
-        along = (grad * normalized).sum(1, keepdim=True).masked_fill_(clamped, 0.0)
-        return grad, torch.addcmul(grad, normalized, along, value=-1.0).mul_(scale), None, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        saved = ctx.saved_tensors
+        value_grads = []
+        for start in range(0, len(saved), 3):
+            normalized, scale, clamped = saved[start:start + 3]
+            along = (grad * normalized).sum(1, keepdim=True).masked_fill_(clamped, 0.0)
+            value_grads.append(torch.addcmul(grad, normalized, along, value=-1.0).mul_(scale))
+        return (grad, None, None, *value_grads)
 
 
-def add_normalized_rows(base: torch.Tensor, values: torch.Tensor, weight: float, eps: float = 1e-12) -> torch.Tensor:
-    """base + weight * F.normalize(values, dim=1, eps=eps), up to float rounding (see `_AddNormalizedRows`)."""
-    return _AddNormalizedRows.apply(base, values, weight, eps)
+def add_normalized_rows(base: torch.Tensor, terms: list[tuple[torch.Tensor, float]],
+                        eps: float = 1e-12) -> torch.Tensor:
+    """base + sum of weight * F.normalize(values, dim=1, eps=eps) over (values, weight) terms, up to float
+    rounding (see `_AddNormalizedRows`); base itself when there are no terms."""
+    if not terms:
+        return base
+    values, weights = zip(*terms)
+    return _AddNormalizedRows.apply(base, weights, eps, *values)
 
 
 @dataclass
@@ -291,11 +308,24 @@ class _BranchInputs:
     """
 
     # The feature's rows with the presence column appended (so one product [rows, presence] [W, b]^T adds
-    # the bias): at the users (two hops away for a user feature, one for an item feature), and for
-    # features narrower than d at the items (one hop for a user feature, two for an item feature).
-    users: torch.Tensor
+    # the bias), where the branch projects them: at the users (one hop away for an item feature, two for a
+    # user feature narrower than d), at the items for features narrower than d (two hops for an item feature,
+    # one for a user feature), and a user feature wider than d keeps only its own rows (`_feature_branch`).
+    users: torch.Tensor | None
     items: torch.Tensor | None
-    own_rows: torch.Tensor | None  # a wide user feature's (masked) rows, whose projection hops to the items
+    own_rows: torch.Tensor | None
+
+    @property
+    def device(self) -> torch.device:
+        return next(rows for rows in (self.users, self.own_rows) if rows is not None).device
+
+
+@dataclass
+class _ReconstructionTarget:
+    """What a masked feature's reconstruction reads on every step of an epoch: fixed with the epoch's mask."""
+
+    rows: torch.Tensor  # indices of the masked rows
+    directions: torch.Tensor  # the feature's original rows there, L2-normalised (SCE is a cosine)
 
 
 class LLMRecModel(LightGCN):
@@ -344,6 +374,7 @@ class LLMRecModel(LightGCN):
         self._unmasked_inputs: dict[str, _BranchInputs] = {}  # kept for the model's life (per device)
         self._epoch_masks: dict[str, torch.Tensor] | None = None  # None: drawn at the next training forward
         self._masked_inputs: dict[str, _BranchInputs] = {}  # this epoch's
+        self._reconstruction_targets: dict[str, _ReconstructionTarget] = {}  # this epoch's
 
     def feature(self, name: str) -> torch.Tensor:
         return getattr(self, f"feature_{name}")
@@ -352,6 +383,7 @@ class LLMRecModel(LightGCN):
         """Forget this epoch's masks: the next training forward draws fresh ones."""
         self._epoch_masks = None
         self._masked_inputs.clear()
+        self._reconstruction_targets.clear()
 
     def _masked_rows(self, name: str, generator: torch.Generator) -> torch.Tensor:
         """A fresh draw of the rows of a masked feature to mask (mask_rate of the rows with an answer)."""
@@ -366,6 +398,10 @@ class LLMRecModel(LightGCN):
             return {}
         if self._epoch_masks is None:
             self._epoch_masks = {name: self._masked_rows(name, generator) for name in self.decoders}
+            for name, mask in self._epoch_masks.items():
+                rows = mask.nonzero().squeeze(1)
+                self._reconstruction_targets[name] = _ReconstructionTarget(
+                    rows, F.normalize(self.feature(name).index_select(0, rows), dim=1))
         return self._epoch_masks
 
     def _present_column(self, name: str) -> torch.Tensor:
@@ -380,7 +416,7 @@ class LLMRecModel(LightGCN):
         """The feature's propagated rows for `mask` (None: unmasked), from the cache when they are there."""
         cache = self._unmasked_inputs if mask is None else self._masked_inputs
         cached = cache.get(name)
-        if cached is not None and cached.users.device == self.feature(name).device:
+        if cached is not None and cached.device == self.feature(name).device:
             return cached
         values = self.feature(name)
         if mask is not None:
@@ -388,10 +424,11 @@ class LLMRecModel(LightGCN):
         narrow, user_feature = self._is_narrow(name), name in USER_FEATURES
         rows = torch.cat([values, self._present_column(name)], 1)
         with torch.no_grad():
-            if user_feature:
+            if user_feature and not narrow:
+                cached = _BranchInputs(None, None, rows)
+            elif user_feature:
                 at_items = self.engine.users_to_items(rows)
-                cached = _BranchInputs(self.engine.items_to_users(at_items), at_items if narrow else None,
-                                       None if narrow else values)
+                cached = _BranchInputs(self.engine.items_to_users(at_items), at_items, None)
             else:
                 at_users = self.engine.items_to_users(rows)
                 cached = _BranchInputs(at_users, self.engine.users_to_items(at_users) if narrow else None, None)
@@ -401,48 +438,49 @@ class LLMRecModel(LightGCN):
     def _feature_branch(self, name: str, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(user-side, item-side) propagated projection of one feature (masked with `mask` unless None).
 
-        The user side projects cached rows. The item side projects cached rows
-        too for features narrower than d; a wider feature's item side is one
-        hop (A^T) from projected user rows, at width d: for an item feature
-        from its user side, for a user feature from its own rows (measured:
-        projecting every item's propagated row at width 384, a 6298 x 384 x 64
-        product and its weight gradient, was the largest dense work of a step).
+        Features narrower than d project cached rows on both sides. A wider
+        feature's sides are hops at width d instead (measured: projecting every
+        item's propagated row at width 384, a 6298 x 384 x 64 product and its
+        weight gradient, was the largest dense work of a step): an item
+        feature's user side projects cached rows and its item side is one hop
+        (A^T) from there; a user feature projects its own rows, hops to the
+        items (its item side) and back (its user side). One more hop at width d
+        per step costs less than projecting the rows two hops away and
+        propagating them at the feature's width whenever its mask changes.
         The bias reaches each side as (propagated presence) x b, so rows without
         an LLM answer stay zero: the bias is not a feature to spread.
         """
         projection = self.projections[name]
         inputs = self._branch_inputs(name, mask)
         weight_and_bias = torch.cat([projection.weight, projection.bias.unsqueeze(1)], 1)
+        if inputs.own_rows is not None:  # a wide user feature: its item side, and from there back to the users
+            item_side = self.engine.users_to_items(F.linear(inputs.own_rows, weight_and_bias))
+            return self.engine.items_to_users(item_side), item_side
         user_side = F.linear(inputs.users, weight_and_bias)
         if inputs.items is not None:
             return user_side, F.linear(inputs.items, weight_and_bias)
-        if inputs.own_rows is not None:  # a user feature
-            hop_source = F.linear(inputs.own_rows, projection.weight) + self._present_column(name) * projection.bias
-        else:
-            hop_source = user_side
-        return user_side, self.engine.users_to_items(hop_source)
+        return user_side, self.engine.users_to_items(user_side)
 
     def forward(self, generator: torch.Generator | None = None) -> Representations:
         """Representations; pass the training generator to mask features (training only)."""
         users, items = self.propagate_ids()
-        reconstruction_terms = []
-        branches = {}
         masks = self._masks(generator)
-        for name in self.feature_names:
-            mask = masks.get(name)
-            user_side, item_side = self._feature_branch(name, mask)
-            branches[name] = (user_side, item_side)
-            weight = self.options.weight_of(name)
-            users = add_normalized_rows(users, user_side, weight)
-            items = add_normalized_rows(items, item_side, weight)
-            if mask is not None and bool(mask.any()):
-                own_side = user_side if name in USER_FEATURES else item_side
-                decoded = self.decoders[name](own_side[mask])
-                reconstruction_terms.append(
-                    scaled_cosine_error(decoded, self.feature(name)[mask], self.options.sce_alpha)
-                )
+        branches = {name: self._feature_branch(name, masks.get(name)) for name in self.feature_names}
+        weighted = [(branches[name], self.options.weight_of(name)) for name in self.feature_names]
+        users = add_normalized_rows(users, [(user_side, weight) for (user_side, _), weight in weighted])
+        items = add_normalized_rows(items, [(item_side, weight) for (_, item_side), weight in weighted])
+        reconstruction_terms = [
+            self._reconstruction_error(name, branches[name][0 if name in USER_FEATURES else 1])
+            for name in masks if len(self._reconstruction_targets[name].rows)
+        ]
         reconstruction = torch.stack(reconstruction_terms).sum() if reconstruction_terms else None
         return Representations(users, items, self.user_embedding, self.item_embedding, reconstruction, branches)
+
+    def _reconstruction_error(self, name: str, own_side: torch.Tensor) -> torch.Tensor:
+        """SCE of the decoder's reconstruction of the epoch's masked rows from their propagated representation."""
+        target = self._reconstruction_targets[name]
+        decoded = self.decoders[name](own_side.index_select(0, target.rows))
+        return scaled_cosine_error(decoded, target.directions, self.options.sce_alpha)
 
     @property
     def augmented_rate(self) -> float:

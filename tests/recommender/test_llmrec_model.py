@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.nn import functional as F
 
 from llmrec.recommender.data import load_run_data
 from llmrec.recommender.factory import build_model
 from llmrec.recommender.losses import prune_highest, scaled_cosine_error
-from llmrec.recommender.models import LLMRecModel
+from llmrec.recommender.models import USER_FEATURES, LLMRecModel, add_normalized_rows
 from llmrec.recommender.options import TrainConfig
 from llmrec.recommender.trainer import _EpochSteps, fit
 
@@ -31,6 +32,48 @@ def test_scaled_cosine_error_by_hand() -> None:
     reconstructed = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     target = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # cos 1 and cos 0
     assert scaled_cosine_error(reconstructed, target, 2.0).item() == pytest.approx((0.0 + 1.0) / 2)
+    assert scaled_cosine_error(3.0 * reconstructed, target, 2.0).item() == pytest.approx((0.0 + 1.0) / 2)
+
+
+def test_adding_normalised_rows_matches_autograd_of_the_definition() -> None:
+    """The hand-written backward against autograd of base + sum w F.normalize(v), zero rows included."""
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(50, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    values = [torch.randn(50, 8, generator=generator, dtype=torch.float64) for _ in range(3)]
+    values[1][:5] = 0.0  # rows without an answer: their norm is clamped
+    values = [value.requires_grad_() for value in values]
+    weights = [0.02, 0.2, 0.005]
+    upstream = torch.randn(50, 8, generator=generator, dtype=torch.float64)
+
+    fused = add_normalized_rows(base, list(zip(values, weights)))
+    fused_grads = torch.autograd.grad((fused * upstream).sum(), [base, *values])
+    reference = base + sum(weight * F.normalize(value, dim=1, eps=1e-12) for value, weight in zip(values, weights))
+    reference_grads = torch.autograd.grad((reference * upstream).sum(), [base, *values])
+
+    assert fused.shape == (50, 8) and reference.abs().sum() > 0
+    torch.testing.assert_close(fused, reference)
+    for got, expected in zip(fused_grads, reference_grads, strict=True):
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(got, expected)
+    assert add_normalized_rows(base, []) is base
+
+
+def test_reconstruction_error_is_the_sce_of_this_epochs_masked_rows(ml_small_run_with_features: Path) -> None:
+    """Targets cached for an epoch: equal to SCE against the raw feature rows of that epoch's masks, every epoch."""
+    data = load_run_data(ml_small_run_with_features)
+    model, _ = build_model(CONFIG, data, CPU)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        model.start_epoch()
+        representations = model(generator)
+        masks = model._masks(generator)
+        expected = 0.0
+        for name, mask in masks.items():
+            assert mask.sum() > 10, name
+            own_side = representations.branches[name][0 if name in USER_FEATURES else 1]
+            cosine = F.cosine_similarity(model.decoders[name](own_side[mask]), model.feature(name)[mask], dim=1)
+            expected = expected + (1.0 - cosine).pow(CONFIG.sce_alpha).mean()
+        torch.testing.assert_close(representations.reconstruction_loss, expected)
 
 
 def _one_step(run: Path, config: TrainConfig) -> tuple[LLMRecModel, dict[str, float]]:
