@@ -304,7 +304,8 @@ class _BranchInputs:
     because absent rows of X are zero. No gradient flows into X, so the
     sparse products at the feature's own width run when X changes (never
     for an unmasked feature, once per epoch for a masked one) instead of on
-    every step, and each step only projects.
+    every step, and each step only projects (and hops at width d where
+    `_feature_branch` says why).
     """
 
     # The feature's rows with the presence column appended (so one product [rows, presence] [W, b]^T adds
