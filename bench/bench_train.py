@@ -151,6 +151,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv or [])
 
 
+def _ratio_rows(by_case: dict[tuple[str, str], list[dict]], seconds: dict[tuple[str, str], float]) -> list[str]:
+    """Table rows of the engine, model and peer ratios: of the lowest medians, and per round (median, range)."""
+    pairs = [((model, "dgl"), (model, "torch")) for model in ("lightgcn", "llmrec")]
+    pairs += [(("llmrec", engine), ("lightgcn", engine)) for engine in ("dgl", "torch")]
+    pairs += [(("lightgcn", engine), ("lightgcn", "recbole")) for engine in ("dgl", "torch")]
+    rows = []
+    for numerator, denominator in pairs:
+        if numerator in seconds and denominator in seconds:
+            per_round = sorted(top["epoch_s_median"] / bottom["epoch_s_median"]
+                               for top, bottom in zip(by_case[numerator], by_case[denominator], strict=True))
+            label = (f"{numerator[0]}: {numerator[1]} / {denominator[1]}" if numerator[0] == denominator[0]
+                     else f"{numerator[1]}: {numerator[0]} / {denominator[0]}")
+            rows.append(f"| {label} | {seconds[numerator] / seconds[denominator]:.2f}x | "
+                        f"{float(np.median(per_round)):.2f}x ({per_round[0]:.2f}-{per_round[-1]:.2f}) |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Every case ROUNDS times, in alternating order, so a change in the machine's load hits all cases alike."""
     peer = _parse(argv).peer
@@ -199,18 +216,10 @@ def main(argv: list[str] | None = None) -> None:
                   "as atomic files: 2 layers, d 64, batch 2048, lr 5e-3, one uniform negative, full-ranking "
                   "validation in one batch; its epoch includes its own negative sampling and data loading. "
                   "Its users/items include a padding id 0. Python heap: not measured there."]
-    lines += ["", "| ratio | value |", "|---|---|"]
-    for model in ("lightgcn", "llmrec"):
-        if (model, "dgl") in seconds and (model, "torch") in seconds:
-            lines.append(f"| {model}: dgl / torch | {seconds[(model, 'dgl')] / seconds[(model, 'torch')]:.2f}x |")
-    for engine in ("dgl", "torch"):
-        if ("llmrec", engine) in seconds and ("lightgcn", engine) in seconds:
-            lines.append(f"| {engine}: llmrec / lightgcn | "
-                         f"{seconds[('llmrec', engine)] / seconds[('lightgcn', engine)]:.2f}x |")
-    for engine in ("dgl", "torch"):
-        if ("lightgcn", engine) in seconds and ("lightgcn", "recbole") in seconds:
-            lines.append(f"| lightgcn: {engine} / recbole | "
-                         f"{seconds[('lightgcn', engine)] / seconds[('lightgcn', 'recbole')]:.2f}x |")
+    lines += ["", "Ratios: of the lowest medians above, and the same ratio within each round (the two cases ran "
+              "minutes apart, so a drift in the machine's speed between rounds cancels): its median and range.",
+              "", "| ratio | lowest medians | per round: median (min-max) |", "|---|---|---|"]
+    lines += _ratio_rows(by_case, seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

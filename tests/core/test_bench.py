@@ -49,3 +49,16 @@ def test_bench_options_need_exactly_one_benchmark(caplog) -> None:
     assert bench_cli.main(["no_such_a", "no_such_b", "--peer", "recbole"]) == 2
     assert "exactly one benchmark" in caplog.text
     assert bench_cli.main(["no_such_benchmark"]) == 2
+
+
+def test_per_round_ratios_pair_the_runs_of_the_same_round() -> None:
+    """A machine twice as slow in round 2 leaves each round's ratio at 2x; the lowest medians mix the rounds."""
+    by_case = {
+        ("lightgcn", "torch"): [{"epoch_s_median": 0.3}, {"epoch_s_median": 0.6}],
+        ("llmrec", "torch"): [{"epoch_s_median": 0.6}, {"epoch_s_median": 1.2}],
+        ("lightgcn", "dgl"): [{"epoch_s_median": 0.5}, {"epoch_s_median": 0.3}],
+    }
+    seconds = {case: min(run["epoch_s_median"] for run in runs) for case, runs in by_case.items()}
+    rows = bench_train._ratio_rows(by_case, seconds)
+    assert rows == ["| lightgcn: dgl / torch | 1.00x | 1.08x (0.50-1.67) |",
+                    "| torch: llmrec / lightgcn | 2.00x | 2.00x (2.00-2.00) |"]
