@@ -265,11 +265,12 @@ class _AddNormalizedRows(torch.autograd.Function):
                 *values: torch.Tensor) -> torch.Tensor:
         total = base
         saved: list[torch.Tensor] = []
-        for value, weight in zip(values, weights, strict=True):
+        for index, (value, weight) in enumerate(zip(values, weights, strict=True)):
             norm = torch.linalg.vector_norm(value, dim=1, keepdim=True)
             inverse = norm.clamp_min(eps).reciprocal()
             normalized = value * inverse
-            total = torch.add(base, normalized, alpha=weight) if total is base else total.add_(normalized, alpha=weight)
+            # the first term makes a new tensor (base is never written), the others add into it
+            total = torch.add(total, normalized, alpha=weight) if index == 0 else total.add_(normalized, alpha=weight)
             saved += [normalized, inverse * weight, norm < eps]
         ctx.save_for_backward(*saved)
         return total
