@@ -14,7 +14,9 @@ Why steps, not whole epochs: every step of LightGCN/LLMRec propagates the
 whole graph, so a step costs O(edges) and an epoch of edges/2048 steps costs
 O(edges^2); a 10^7-edge epoch is ~4,900 steps of seconds each. A case times
 one warm-up step and then 3-20 steps (~5 s of them; fewer if an epoch is
-shorter), and s/epoch = median step s x steps per epoch. A size is skipped for a case
+shorter), and s/epoch = median step s x steps per epoch. LLMRec draws its
+feature masks (and propagates the masked rows) at the warm-up step, as it
+does at an epoch's first step in training, so the timed steps are ordinary ones. A size is skipped for a case
 when the step time extrapolated from the previous size would push the case
 past `CAP_S`, or when the memory model predicts more than `MEMORY_GB`.
 
@@ -50,7 +52,7 @@ logger = logging.getLogger("bench.scale")
 RESULTS = Path(__file__).parent / "results" / "scale.md"
 USERS_PER_EDGE, ITEMS_PER_EDGE = 1 / 25, 1 / 50
 ZIPF_EXPONENT, ACTIVITY_SIGMA = 0.8, 1.0
-TEXT_DIM, ATTRIBUTE_DIM = 384, 32  # item text and user profile embeddings; item attributes
+TEXT_DIM, ATTRIBUTE_DIM = 384, 384  # item text and user profiles; item attributes (the width `llmrec embed` writes)
 DIM, LAYERS, BATCH = 64, 2, 2048  # the project's defaults (TrainConfig)
 MIN_STEPS, MAX_STEPS, STEP_BUDGET_S = 3, 20, 5.0  # timed steps per case
 CASES = [("lightgcn", "dgl"), ("lightgcn", "torch"), ("llmrec", "dgl"), ("llmrec", "torch")]
@@ -140,8 +142,7 @@ class MemoryModel:
       higher: torch copies the pairs, coalesces a COO matrix per direction and converts it
       (~100 B/edge); DGL copies the pairs before its formats (~112 B/edge).
     - pairs+sampler: `RunData.train` (16 B/edge, CPU) and the BPR sampler's sort (~48 B/edge peak).
-    - features (LLMRec): 384-d item text and user profiles, 32-d item attributes, one augmented triple
-      per user.
+    - features (LLMRec): 384-d item text, user profiles and item attributes, one augmented triple per user.
     - activations kept for backward: per layer one output per propagation in the torch engine and
       three in DGL (degree scaling before and after its SpMM), plus the layer stack and final
       gradients (L + 2 units). LLMRec adds per feature its projection (2 x rows x d), two
