@@ -34,6 +34,7 @@ ITEMS = "items.parquet"
 TRAIN = "train.parquet"
 VAL = "val.parquet"
 TEST = "test.parquet"
+SPLIT_FILES = {"train": TRAIN, "val": VAL, "test": TEST}  # split name -> its interactions table
 CANDIDATES = "candidates.parquet"
 AUGMENTED_EDGES = "augmented_edges.parquet"
 USER_PROFILES = "user_profiles.parquet"

@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 
 from llmrec.artifacts import (
+    ITEMS,
+    SPLIT_FILES,
+    USERS,
     read_manifest,
     record_stage,
     save_npy,
@@ -122,15 +125,15 @@ def _split_frames(interactions: pd.DataFrame, labels: np.ndarray) -> dict[str, p
     frames = {}
     for name, code in zip(SPLITS, (TRAIN, VAL, TEST)):
         part = interactions[labels == code]
-        frames[f"{name}.parquet"] = part.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
+        frames[SPLIT_FILES[name]] = part.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
     return frames
 
 
 def _split_stats(frames: dict[str, pd.DataFrame], n_users: int, n_items: int) -> dict[str, Any]:
-    train_items = set(frames["train.parquet"]["item"].unique())
+    train_items = set(frames[SPLIT_FILES["train"]]["item"].unique())
     stats: dict[str, Any] = {}
     for name in SPLITS:
-        frame = frames[f"{name}.parquet"]
+        frame = frames[SPLIT_FILES[name]]
         stats[f"{name}_interactions"] = len(frame)
         stats[f"{name}_users"] = int(frame["user"].nunique())
         if name != "train":
@@ -183,8 +186,8 @@ def build_tables(raw: RawDataset, config: PrepareConfig) -> PreparedTables:
     stats.update(interactions=len(interactions), users=len(user_ids), items=len(item_ids))
     stats["users_train_only"] = int((sizes < config.min_user_interactions).sum())
     tables = _split_frames(interactions, labels)
-    tables["items.parquet"] = _items_table(raw, item_ids, stats)
-    tables["users.parquet"] = _users_table(raw, user_ids)
+    tables[ITEMS] = _items_table(raw, item_ids, stats)
+    tables[USERS] = _users_table(raw, user_ids)
     stats.update(_split_stats(tables, len(user_ids), len(item_ids)))
     if raw.notes:
         stats["notes"] = list(raw.notes)
@@ -201,7 +204,7 @@ def _build_fixed(raw: RawDataset, config: PrepareConfig) -> PreparedTables:
     tables = {}
     for name in SPLITS:
         part = raw.fixed_split[name]
-        tables[f"{name}.parquet"] = pd.DataFrame(
+        tables[SPLIT_FILES[name]] = pd.DataFrame(
             {
                 "user": part["user_id"].to_numpy(dtype=np.int64),
                 "item": part["item_id"].to_numpy(dtype=np.int64),
@@ -211,11 +214,11 @@ def _build_fixed(raw: RawDataset, config: PrepareConfig) -> PreparedTables:
         ).sort_values(["user", "item"], kind="stable").reset_index(drop=True)
     item_ids = raw.items["item_id"].to_numpy()
     stats: dict[str, Any] = {"dataset": raw.name, "users": n_users, "items": n_items}
-    tables["items.parquet"] = _items_table(raw, item_ids, stats)
-    tables["users.parquet"] = _users_table(raw, raw.users["user_id"].to_numpy())
-    stats["interactions"] = sum(len(tables[f"{s}.parquet"]) for s in SPLITS)
+    tables[ITEMS] = _items_table(raw, item_ids, stats)
+    tables[USERS] = _users_table(raw, raw.users["user_id"].to_numpy())
+    stats["interactions"] = sum(len(tables[SPLIT_FILES[s]]) for s in SPLITS)
     stats.update(_split_stats(tables, n_users, n_items))
-    stats["val_equals_test"] = bool(tables["val.parquet"].equals(tables["test.parquet"]))
+    stats["val_equals_test"] = bool(tables[SPLIT_FILES["val"]].equals(tables[SPLIT_FILES["test"]]))
     stats["notes"] = list(raw.notes)
     return PreparedTables(tables={**tables, **raw.extra_tables}, arrays=dict(raw.features), stats=stats)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmrec.artifacts import ITEMS, USERS, read_parquet
+from llmrec.artifacts import ITEMS, SPLIT_FILES, USERS, read_parquet
 from llmrec.errors import ArtifactError
 
 SPLITS = ("train", "val", "test")
@@ -72,7 +72,7 @@ def load_split(run_dir: Path | str) -> RunTables:
     n_users, n_items = len(users), len(items)
     splits = {}
     for name in SPLITS:
-        path = run_dir / f"{name}.parquet"
+        path = run_dir / SPLIT_FILES[name]
         frame = read_parquet(path, INTERACTION_COLUMNS)
         _check_range(path, frame, "user", n_users)
         _check_range(path, frame, "item", n_items)

@@ -98,8 +98,8 @@ def load_run_data(run_dir: Path | str) -> RunData:
         name: tables.split(name)[["user", "item"]].to_numpy(dtype=np.int64) for name in SPLITS
     }
     if len(interactions["train"]) == 0:
-        raise ArtifactError(f"{run_dir / 'train.parquet'}: no training interactions")
-    inputs = ["users.parquet", "items.parquet", *(f"{name}.parquet" for name in SPLITS)]
+        raise ArtifactError(f"{run_dir / artifacts.TRAIN}: no training interactions")
+    inputs = [artifacts.USERS, artifacts.ITEMS, *(artifacts.SPLIT_FILES[name] for name in SPLITS)]
 
     features: dict[str, np.ndarray] = {}
     for name, (relative, node_type) in FEATURE_FILES.items():

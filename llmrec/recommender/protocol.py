@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 import scipy.sparse as sp
 
+from llmrec.artifacts import SPLIT_FILES, TEST, VAL
 from llmrec.errors import ArtifactError
 from llmrec.evaluation import Evaluator, interactions_to_csr
 from llmrec.recommender.data import RunData
@@ -50,14 +51,14 @@ class ProtocolEvaluators:
 
 def split_matrix(data: RunData, split: str) -> sp.csr_matrix:
     frame = pd.DataFrame(data.interactions[split], columns=["user", "item"])
-    return interactions_to_csr(frame, data.n_users, data.n_items, name=f"{split}.parquet")
+    return interactions_to_csr(frame, data.n_users, data.n_items, name=SPLIT_FILES[split])
 
 
 def _require_users(evaluator: Evaluator, data: RunData, split: str) -> None:
     """Refuse a selection split without users: every score would be NaN and the untrained model "best"."""
     if len(evaluator.users) == 0:
         raise ArtifactError(
-            f"{data.run_dir / f'{split}.parquet'}: no user has an interaction in it, so there is nothing to select "
+            f"{data.run_dir / SPLIT_FILES[split]}: no user has an interaction in it, so there is nothing to select "
             "the model on; prepare the run with a non-empty validation split"
         )
 
@@ -76,7 +77,7 @@ def build_evaluators(
         # the original release's flaw (LLMRec issue #31): selecting on it is selecting on the test set, and
         # masking val items at test time would mask every test item
         raise ArtifactError(
-            f"{data.run_dir / 'val.parquet'}: identical to test.parquet, so validation selection would select on "
+            f"{data.run_dir / VAL}: identical to {TEST}, so validation selection would select on "
             "the test set; re-prepare with `--llmrec-val-from-train 0.1` (carves validation out of train) or use "
             "--protocol paper"
         )
