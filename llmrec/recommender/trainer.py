@@ -10,8 +10,9 @@ Recall@20. Early stopping waits for a warm-up (`min_epochs`) and then stops
 when `patience` evaluations brought no improvement and the trend over them is
 flat (see `_should_stop`). With a `work_dir`, the full
 training state (model, optimizer, every RNG state, epoch, best-so-far, history)
-is saved atomically every `checkpoint_every` epochs, and a later call with the
-same options resumes from it and ends exactly where an uninterrupted run ends.
+is saved atomically every `checkpoint_every` epochs, and a later call of the
+same fit (`fit_fingerprint`: options, seed, the inputs the model reads) resumes
+from it and ends exactly where an uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -220,8 +221,7 @@ def fit(
     epoch_steps = _EpochSteps(model, data, config, device)
     progress = _Progress()
     best_state = copy.deepcopy(model.state_dict())
-    fingerprint = {"config": config.fingerprint(), "seed": seed, "inputs": data.input_digests,
-                   "revision": TRAINING_REVISION}
+    fingerprint = fit_fingerprint(data, config, seed)  # a resume file of other options or inputs is not resumed
     resume_path = work_dir / RESUME_FILE if work_dir else None
     if resume_path is not None and resume_path.is_file():
         saved = load_checkpoint(resume_path)
@@ -279,7 +279,7 @@ def fit(
     model.load_state_dict(best_state)
     if record_to is not None:
         save_checkpoint(record_to, {
-            "fingerprint": fit_fingerprint(data, config, seed), "model": best_state, "best_epoch": progress.best_epoch,
+            "fingerprint": fingerprint, "model": best_state, "best_epoch": progress.best_epoch,
             "best_metrics": progress.best_metrics, "history": progress.history, "engine": engine_name,
             "train_seconds": progress.train_seconds, "epochs_run": progress.epoch,
         })

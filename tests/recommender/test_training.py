@@ -84,6 +84,31 @@ def test_resume_after_stop_equals_uninterrupted_run(ml_small_run_with_features: 
     assert _states_equal(straight, again)
 
 
+def test_a_resume_file_is_resumed_by_the_same_fit_only(ml_small_run_with_features: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Resuming reads the fit's own fingerprint: a LightGCN resume file survives new LLM features (LightGCN never
+    reads them), and other options start afresh instead of continuing someone else's weights."""
+    run = ml_small_run_with_features
+    config = dataclasses.replace(TINY_LLMREC, model="lightgcn")
+    select = lambda model: {"recall@20": 0.0}  # noqa: E731 - selection is not what this test is about
+    for work_dir in (tmp_path / "features_change", tmp_path / "options_change"):
+        with pytest.raises(TrainingInterrupted):
+            fit(load_run_data(run), dataclasses.replace(config, stop_after_epochs=2), 0, select, work_dir=work_dir)
+        assert load_checkpoint(work_dir / "resume.pt")["progress"]["epoch"] == 2
+    features = run / "embeddings" / "item_text.npy"
+    np.save(features, np.load(features) + 1.0)
+    with caplog.at_level("INFO", logger="llmrec.recommender.trainer"):
+        resumed = fit(load_run_data(run), config, 0, select, work_dir=tmp_path / "features_change")
+    assert "resuming seed 0 from epoch 2" in caplog.text
+    assert resumed.epochs_run == config.max_epochs
+    caplog.clear()
+    with caplog.at_level("INFO", logger="llmrec.recommender.trainer"):
+        afresh = fit(load_run_data(run), dataclasses.replace(config, l2_reg=1e-2), 0, select,
+                     work_dir=tmp_path / "options_change")
+    assert "resuming" not in caplog.text and "starting afresh" in caplog.text
+    assert [row["epoch"] for row in afresh.history] == list(range(1, config.max_epochs + 1))
+
+
 def test_resume_after_a_killed_process(ml_small_run: Path) -> None:
     """SIGKILL mid-training (no clean shutdown), then resume: same weights as an uninterrupted run."""
     command = [sys.executable, "-m", "llmrec", "train", str(ml_small_run), "--model", "mf", "--epochs", "8",
