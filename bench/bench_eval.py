@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,8 @@ import torch
 
 from llmrec.evaluation import Evaluator, interactions_to_csr
 from llmrec.paths import data_mirror
+
+from bench.machine import cpu_name
 
 KS = (10, 20, 50)
 EMBEDDING_DIM = 64
@@ -165,7 +166,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         "# Full-ranking evaluation: batched Evaluator vs per-user loops\n\n"
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU. "
         f"Random embeddings d={EMBEDDING_DIM}, scores U[u] @ I.T in user batches of {BATCH_SIZE}, "
         f"train items masked, ks={KS}, standard protocol. Evaluator times are the fastest of 3 runs after a "

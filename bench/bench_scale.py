@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bench.machine import cpu_name
 
 logger = logging.getLogger("bench.scale")
 
@@ -389,7 +390,7 @@ def _report(train_rows: list[dict], skipped: list[str], eval_rows: list[dict], l
     lines = [
         "# Cost curve: time and memory against graph size (synthetic long-tail graphs, CPU)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch/OpenMP thread "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, 1 torch/OpenMP thread "
         f"per case; load average before/after {load[0]:.1f}/{load[1]:.1f} (the box is shared with other work, "
         f"which inflates times); whole run {seconds / 60:.1f} min.",
         f"Graphs: users = edges/25 (log-normal activity, sigma {ACTIVITY_SIGMA}), items = edges/50 (Zipf "

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bench.machine import cpu_name
 
 RESULTS = Path(__file__).parent / "results" / "train.md"
 EPOCHS = 5
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Training: DGL vs torch sparse engine (ml-latest-small, CPU)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch threads "
         f"{rows[0]['threads']}; load average before/after {load_before[0]:.1f}/{load_after[0]:.1f} "
         "(the box is shared: other work inflates times).",
         f"Default options (batch 2048, d 64, 2 layers); each case ran {ROUNDS} times in its own process "
