@@ -17,7 +17,9 @@ With `--peer recbole`, RecBole 1.2.1's LightGCN (same layers, d, batch, lr and
 thread count) joins the rounds as one more case: `bench/recbole_peer.py` runs
 under `.venv-recbole` (built by `scripts/setup-recbole`, never a project
 dependency) on the same split, written as RecBole atomic files. Every case also
-times one full-ranking pass over the validation split (eval s).
+times one full-ranking pass over the validation split (eval s), and this
+project's cases time the parts of a step (draw, forward, loss, backward,
+update) for two more epochs of steps: where LLMRec's extra time goes.
 
 Run: `python -m bench train [--peer recbole]` (writes bench/results/train.md).
 """
@@ -34,14 +36,22 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from bench.machine import cpu_name
 
+if TYPE_CHECKING:
+    import torch
+
+    from llmrec.recommender.trainer import _EpochSteps
+
 RESULTS = Path(__file__).parent / "results" / "train.md"
 EPOCHS = 5
+PHASE_STEPS = 38  # two epochs of steps, timed phase by phase after the timed epochs
+PHASES = ("draw", "forward", "loss", "backward", "update")
 ROUNDS = int(os.environ.get("BENCH_TRAIN_ROUNDS", "3"))
 THREADS = int(os.environ.get("BENCH_TRAIN_THREADS", "1"))
 CASES = [("lightgcn", "dgl"), ("lightgcn", "torch"), ("llmrec", "dgl"), ("llmrec", "torch")]
@@ -110,6 +120,7 @@ def worker(run_dir: str, model: str, engine: str) -> None:
         epoch_seconds.append(time.perf_counter() - started)
     _, python_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    phases = _phase_milliseconds(runner, optimizer, generator)
     selection = build_evaluators(data, "standard", "cpu", config.eval_batch_size, with_test=False).selection
     started = time.perf_counter()
     selection.evaluate(network.scorer())
@@ -119,8 +130,43 @@ def worker(run_dir: str, model: str, engine: str) -> None:
         "epoch_s_median": float(np.median(epoch_seconds)), "epoch_s_min": float(min(epoch_seconds)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "eval_s": eval_seconds, "python_peak_mb": python_peak / 2**20, "final_loss": losses["loss"],
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "phase_ms": phases,
     }))
+
+
+def _phase_milliseconds(runner: _EpochSteps, optimizer: torch.optim.Optimizer, generator: torch.Generator
+                        ) -> dict[str, float]:
+    """Mean ms per step of each part of the trainer's step (`_EpochSteps._step` taken apart, same calls).
+
+    The epoch times say how much slower one model is; this says where: the
+    batch draw, the model's forward pass (propagation, features, masks), the
+    loss on the batch, the backward pass, and clipping plus the optimizer step.
+    Masks are redrawn every `runner.batches` steps, as in an epoch.
+    """
+    import torch
+
+    model, totals = runner.model, dict.fromkeys(PHASES, 0.0)
+    for step in range(PHASE_STEPS):
+        if step % runner.batches == 0:
+            model.start_epoch()
+        started = time.perf_counter()
+        batch = runner.draw(generator)
+        drawn = time.perf_counter()
+        representations = model(generator)
+        forward = time.perf_counter()
+        loss = model.batch_loss(representations, batch)
+        lossed = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        backward = time.perf_counter()
+        if model.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), model.max_grad_norm)
+        optimizer.step()
+        updated = time.perf_counter()
+        for phase, seconds in zip(PHASES, (drawn - started, forward - drawn, lossed - forward, backward - lossed,
+                                           updated - backward)):
+            totals[phase] += seconds
+    return {phase: 1e3 * seconds / PHASE_STEPS for phase, seconds in totals.items()}
 
 
 def _run_peer(recbole_data: Path) -> dict:
@@ -167,6 +213,22 @@ def _ratio_rows(by_case: dict[tuple[str, str], list[dict]], seconds: dict[tuple[
             rows.append(f"| {label} | {seconds[numerator] / seconds[denominator]:.2f}x | "
                         f"{float(np.median(per_round)):.2f}x ({per_round[0]:.2f}-{per_round[-1]:.2f}) |")
     return rows
+
+
+def _phase_rows(rows: list[dict]) -> list[str]:
+    """The step-phase table of the cases that report phases (this project's engines; RecBole does not)."""
+    timed = [row for row in rows if row.get("phase_ms")]
+    if not timed:
+        return []
+    lines = ["", f"Where a step goes: ms per step of each part of the trainer's step, mean over {PHASE_STEPS} steps "
+             "timed part by part after the timed epochs, in the process of the lowest epoch median above "
+             "(update = gradient clipping + the optimizer step).", "",
+             "| model | engine | " + " | ".join(PHASES) + " | total |", "|---|---|" + "---|" * (len(PHASES) + 1)]
+    for row in timed:
+        phases = row["phase_ms"]
+        lines.append(f"| {row['model']} | {row['engine']} | " + " | ".join(f"{phases[p]:.2f}" for p in PHASES)
+                     + f" | {sum(phases.values()):.2f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -221,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
               "minutes apart, so a drift in the machine's speed between rounds cancels): its median and range.",
               "", "| ratio | lowest medians | per round: median (min-max) |", "|---|---|---|"]
     lines += _ratio_rows(by_case, seconds)
+    lines += _phase_rows(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

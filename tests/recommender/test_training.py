@@ -233,3 +233,32 @@ def test_baseline_reuses_the_candidate_stage_fit_when_the_options_match(ml_small
                              **candidate_options(job_train))
     baseline = baseline_config(job_train, "lightgcn")
     assert fit_fingerprint(data, candidates, 0) == fit_fingerprint(data, baseline, 0)
+
+
+def test_the_training_bench_times_the_trainers_own_step(ml_small_run_with_features: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench train` takes `_EpochSteps._step` apart to time its parts: the same steps must train the same weights,
+    or the bench's breakdown would describe some other step than the one training runs."""
+    import bench.bench_train as bench_train
+    from llmrec.recommender.factory import build_model
+    from llmrec.recommender.trainer import _EpochSteps
+
+    # a clipping bound every step reaches, so that clipping is part of what must match
+    config = dataclasses.replace(TINY_LLMREC, max_grad_norm=1e-3).resolve()
+    data, cpu = load_run_data(ml_small_run_with_features), torch.device("cpu")
+    trained = {}
+    for timed in (False, True):
+        torch.manual_seed(0)
+        model, _ = build_model(config, data, cpu)
+        runner = _EpochSteps(model, data, config, cpu)
+        optimizer, generator = model.optimizer(config.lr), torch.Generator().manual_seed(0)
+        if timed:
+            monkeypatch.setattr(bench_train, "PHASE_STEPS", 2 * runner.batches)
+            phases = bench_train._phase_milliseconds(runner, optimizer, generator)
+            assert set(phases) == set(bench_train.PHASES) and all(ms > 0 for ms in phases.values())
+        else:
+            for _ in range(2):
+                runner.run(optimizer, generator)
+        trained[timed] = model.state_dict()
+    assert runner.batches > 1 and len(trained[True]) > 0
+    assert _states_equal(trained[False], trained[True])
