@@ -17,7 +17,7 @@ import pandas as pd
 from llmrec.artifacts import ITEMS, SPLIT_FILES, USERS, read_parquet
 from llmrec.errors import ArtifactError
 
-SPLITS = ("train", "val", "test")
+SPLITS = tuple(SPLIT_FILES)  # ("train", "val", "test")
 INTERACTION_COLUMNS = ["user", "item", "rating", "timestamp"]
 ITEM_COLUMNS = ["item", "original_id", "title", "year", "genres"]
 USER_COLUMNS = ["user", "original_id"]

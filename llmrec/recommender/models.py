@@ -346,7 +346,7 @@ class LLMRecModel(LightGCN):
     at width d forward and back, and a normalised term on each side; plus the
     decoder's (masked rows x d) x (d x 384) products. Together that is about
     LightGCN's whole step (its four hops forward and back are sparse and
-    memory-bound), so an LLMRec epoch takes 2.0-2.5x LightGCN's
+    memory-bound), so an LLMRec epoch takes 2.0-2.6x LightGCN's
     (bench/results/train.md).
     """
 
