@@ -136,15 +136,14 @@ def worker(run_dir: str, model: str, engine: str) -> None:
 
 def _phase_milliseconds(runner: _EpochSteps, optimizer: torch.optim.Optimizer, generator: torch.Generator
                         ) -> dict[str, float]:
-    """Mean ms per step of each part of the trainer's step (`_EpochSteps._step` taken apart, same calls).
+    """Mean ms per step of each part of the trainer's step (`_EpochSteps._step` taken apart: its draw, forward, loss,
+    backward and `update`).
 
     The epoch times say how much slower one model is; this says where: the
     batch draw, the model's forward pass (propagation, features, masks), the
     loss on the batch, the backward pass, and clipping plus the optimizer step.
     Masks are redrawn every `runner.batches` steps, as in an epoch.
     """
-    import torch
-
     model, totals = runner.model, dict.fromkeys(PHASES, 0.0)
     for step in range(PHASE_STEPS):
         if step % runner.batches == 0:
@@ -159,9 +158,7 @@ def _phase_milliseconds(runner: _EpochSteps, optimizer: torch.optim.Optimizer, g
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         backward = time.perf_counter()
-        if model.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), model.max_grad_norm)
-        optimizer.step()
+        runner.update(optimizer)
         updated = time.perf_counter()
         for phase, seconds in zip(PHASES, (drawn - started, forward - drawn, lossed - forward, backward - lossed,
                                            updated - backward)):

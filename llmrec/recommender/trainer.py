@@ -128,10 +128,14 @@ class _EpochSteps:
         loss = self.model.loss(self.draw(generator).to(self.device), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
+        self.update(optimizer)
+        return loss.logged()
+
+    def update(self, optimizer: torch.optim.Optimizer) -> None:
+        """The step after the backward pass: clip the gradient norm to the model's bound, then the optimizer."""
         if self.model.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.model.max_grad_norm)
         optimizer.step()
-        return loss.logged()
 
 
 def _should_stop(progress: _Progress, config: TrainConfig) -> bool:
