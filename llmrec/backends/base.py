@@ -4,6 +4,14 @@ A backend takes a whole batch of chat requests and yields completions as
 they finish (so the completion store can commit each answer the moment it
 arrives); batching, concurrency and retries live below this line, as in
 vLLM's offline API. `generate` collects them back into input order.
+
+A backend that can read its model's token probabilities also *scores*:
+`score_iter` takes `ScoreRequest`s (log P(continuation | prompt), plain text,
+no chat template) and yields the same `Completion` records, so scores go
+through the completion store exactly like answers (one claim per request,
+resumed after a kill, exported and imported). Scoring asks about one
+candidate at a time, so no answer can depend on a candidate's position in a
+list: the way around small models' position bias (`llmrec.augment.scoring`).
 """
 
 from __future__ import annotations
@@ -11,10 +19,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from llmrec.errors import ConfigError
+from llmrec.errors import BackendError, ConfigError
+
+#: `Completion.finish_reason` of a score (its text is `score_text(...)`).
+SCORED = "score"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +99,46 @@ class ChatRequest:
         return messages
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoreRequest:
+    """Ask for log P(`continuation` | `prompt`): the sum of the continuation's token log-probabilities.
+
+    Plain text, no chat template (base models have none, and a score must not
+    depend on how a template wraps it). The prompt is tokenized with the
+    model's beginning-of-sequence token and the continuation on its own, as
+    lm-evaluation-harness does; `continuation` should start at a word
+    boundary (a leading space or newline) so both tokenizations agree.
+    """
+
+    prompt: str
+    continuation: str
+
+    def __post_init__(self) -> None:
+        if not self.continuation:
+            raise ConfigError("score request: the continuation is empty (nothing to score)")
+
+    def canonical(self) -> str:
+        """A stable text form for the store key; the "score" key keeps it apart from every chat request."""
+        return json.dumps({"score": {"prompt": self.prompt, "continuation": self.continuation}},
+                          sort_keys=True, ensure_ascii=False)  # fmt: skip
+
+
+def score_text(logprob: float) -> str:
+    """How a score is written into `Completion.text` (and the store): the log-probability, round-trippable."""
+    return json.dumps({"logprob": float(logprob)})
+
+
+def read_score(completion: Completion) -> float | None:
+    """The log-probability a scoring completion carries, or None when it is not a finite score."""
+    if completion.finish_reason != SCORED:
+        return None
+    try:
+        value = json.loads(completion.text)["logprob"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 @dataclasses.dataclass
 class Completion:
     """A backend's answer to one request, with usage for throughput reports."""
@@ -108,6 +160,8 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: Whether `score_iter` is implemented (checked before any work is sent).
+    can_score: ClassVar[bool] = False
     #: The dataclass a family of backends takes as its `options` argument (the HTTP
     #: backends share `HTTPOptions`); `get_backend` gathers flat option keys that name
     #: its fields into it, so `--backend-option max_in_flight=64` stays flat.
@@ -130,6 +184,17 @@ class Backend(abc.ABC):
         Raises `BackendError` for fatal failures (unknown model, 401, context
         too long); transient ones are retried with bounded backoff first.
         """
+
+    def score_iter(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Completion]]:
+        """Yield `(index into requests, completion)` whose text is `score_text(log P(continuation | prompt))`.
+
+        `finish_reason` is `SCORED`; a request the model cannot score (e.g. longer
+        than its context) gets `finish_reason="error"` and the reason as its text.
+        """
+        raise BackendError(
+            f"{self.name} backend cannot score candidates (it gives no token log-probabilities); "
+            "use edge_method = \"choose\", or the transformers or vllm backend"
+        )
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         """All completions, in input order."""

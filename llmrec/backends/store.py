@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmrec.backends.base import Backend, ChatRequest, Completion
+from llmrec.backends.base import Backend, ChatRequest, Completion, ScoreRequest
 from llmrec.errors import ConfigError
 from llmrec.sqlite_files import chunks, connect_wal, placeholders
 
@@ -66,7 +66,18 @@ CREATE TABLE IF NOT EXISTS claims (
 CLAIM_CHUNK_ENV = "LLMREC_CLAIM_CHUNK"
 
 
-def request_key(backend: Backend, request: ChatRequest) -> str:
+#: What the store answers: a chat completion, or a score (`ScoreRequest`); both have `canonical()`.
+Request = ChatRequest | ScoreRequest
+
+
+def _answer(backend: Backend, batch: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
+    """The backend's answers to a batch of one kind of request (a batch never mixes the two)."""
+    if batch and isinstance(batch[0], ScoreRequest):
+        return backend.score_iter(batch)  # type: ignore[arg-type]
+    return backend.generate_iter(batch)  # type: ignore[arg-type]
+
+
+def request_key(backend: Backend, request: Request) -> str:
     """sha256 of everything that decides the answer (never credentials or URLs)."""
     identity = {
         "backend": backend.name,
@@ -354,7 +365,7 @@ class CompletionStore:
         self._conn.execute("VACUUM")
         return deleted
 
-    def _put(self, key: str, backend: Backend, request: ChatRequest, completion: Completion) -> None:
+    def _put(self, key: str, backend: Backend, request: Request, completion: Completion) -> None:
         with self._write_transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO completions (key, backend, model, request, text, finish_reason, "
@@ -448,10 +459,11 @@ class CompletionStore:
     # --- generation ----------------------------------------------------------------------
 
     def generate_iter(
-        self, backend: Backend, requests: Sequence[ChatRequest], usage: UsageSummary, *, progress: bool | None = None
+        self, backend: Backend, requests: Sequence[Request], usage: UsageSummary, *, progress: bool | None = None
     ) -> Iterator[tuple[int, Completion]]:
         """Yield `(index, completion)`: hits first, then misses as the backend answers them.
 
+        `requests` are all chat requests or all `ScoreRequest`s (scores).
         Identical requests in one batch are sent once. `usage` is filled in as
         the run goes (so it is right even when the backend raises).
         """
@@ -496,7 +508,7 @@ class CompletionStore:
     def _generate_claimed(
         self,
         backend: Backend,
-        requests: Sequence[ChatRequest],
+        requests: Sequence[Request],
         claimed: list[str],
         positions: dict[str, list[int]],
         pending: dict[str, None],
@@ -506,7 +518,7 @@ class CompletionStore:
     ) -> Iterator[tuple[int, Completion]]:
         batch = [requests[positions[key][0]] for key in claimed]
         with self._heartbeat():
-            for batch_index, completion in backend.generate_iter(batch):
+            for batch_index, completion in _answer(backend, batch):
                 key = claimed[batch_index]
                 self._put(key, backend, batch[batch_index], completion)
                 del pending[key]

@@ -24,6 +24,12 @@ augmentation pipeline records it as a failed answer).
 
 Sampling is seeded with `torch.manual_seed(seed)` before each batch, so a
 rerun of the same batch reproduces it; temperature 0 means greedy decoding.
+
+Scoring (`score_iter`) groups requests by prompt: each distinct prompt runs
+through the model once and its key/value cache is reused, expanded, for a
+batch of its continuations, so one user's ten candidates cost one history
+plus ten short titles. Only the logits that score a token are computed (a
+262k-token vocabulary, Gemma 3's, makes the rest dear).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
-from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
+from llmrec.backends.base import SCORED, Backend, ChatRequest, Completion, SamplingParams, ScoreRequest, score_text
 from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.errors import BackendError, ConfigError
 
@@ -130,8 +136,6 @@ class TransformersBackend(Backend):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.chat_template is None:
-            raise BackendError(f"transformers backend: model '{self._model_name}' has no chat template")
         self._tokenizer = tokenizer
         self._model = model.to(device).eval()
         self.device = device
@@ -176,6 +180,11 @@ class TransformersBackend(Backend):
 
         if self._model is None:
             self._load()
+        if self._tokenizer.chat_template is None:
+            raise BackendError(
+                f"transformers backend: model '{self._model_name}' has no chat template, so it cannot answer chat "
+                "prompts (a base model): score with it instead (edge_method = likelihood, pmi or yesno)"
+            )
         grammars: list[Any] = [None] * len(requests)
         runnable: list[int] = []
         for index, request in enumerate(requests):
@@ -256,6 +265,69 @@ class TransformersBackend(Backend):
         if end is not None:  # the end-of-sequence token counts as generated, as in vLLM
             return Completion(text, "stop", n_prompt, len(generated) + 1, latency)
         return Completion(text, "length", n_prompt, len(generated), latency)
+
+    def score_iter(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Completion]]:
+        if not requests:
+            return
+        if self._model is None:
+            self._load()
+        by_prompt: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            by_prompt.setdefault(request.prompt, []).append(index)
+        for prompt, indices in by_prompt.items():
+            yield from self._score_prompt(prompt, [requests[i].continuation for i in indices], indices)
+
+    def _score_prompt(self, prompt: str, continuations: list[str], indices: list[int]) -> Iterator[tuple[int, Completion]]:
+        """log P(continuation | prompt) for each continuation: the prompt once, its cache reused in batches."""
+        import copy
+
+        import torch
+
+        started = time.perf_counter()
+        tokenizer = self._tokenizer
+        # The prompt with the model's beginning-of-sequence token, the continuation on its own (lm-eval's way).
+        prefix = tokenizer(prompt, add_special_tokens=True, return_token_type_ids=False)["input_ids"]
+        suffixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
+        limit = getattr(self._model.config, "max_position_embeddings", None)
+        too_long = [limit is not None and len(prefix) + len(ids) > limit for ids in suffixes]
+        if not prefix or any(too_long):
+            reason = "the prompt is empty and the tokenizer adds no start token" if not prefix else (
+                f"prompt + continuation exceed the model's {limit} positions")
+            for index, ids, long in zip(indices, suffixes, too_long):
+                if not prefix or long:
+                    yield index, Completion(f"cannot score: {reason}", "error", len(prefix), len(ids), 0.0)
+            if not prefix:
+                return
+        kept = [k for k, long in enumerate(too_long) if not long]
+        with torch.inference_mode():
+            output = self._model(torch.tensor([prefix], device=self.device), use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
+            cache = output.past_key_values
+            for start in range(0, len(kept), self.batch_size):
+                chunk = kept[start : start + self.batch_size]
+                scores = self._score_continuations(cache, first, len(prefix), [suffixes[k] for k in chunk], copy)
+                latency = time.perf_counter() - started
+                for k, logprob in zip(chunk, scores):
+                    yield indices[k], Completion(score_text(logprob), SCORED, len(prefix), len(suffixes[k]), latency)
+
+    def _score_continuations(self, cache: Any, first: Any, n_prefix: int, suffixes: list[list[int]], copy: Any) -> list[float]:
+        """Summed log-probabilities of right-padded continuations after a cached prefix."""
+        import torch
+
+        width = max(len(ids) for ids in suffixes)
+        pad = self._tokenizer.pad_token_id or 0
+        tokens = torch.tensor([ids + [pad] * (width - len(ids)) for ids in suffixes], device=self.device)
+        real = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes], device=self.device)
+        totals = first[tokens[:, 0]].clone()  # the prompt's last position predicts each first token
+        if width > 1:
+            expanded = copy.deepcopy(cache)
+            expanded.batch_repeat_interleave(len(suffixes))
+            mask = torch.cat([torch.ones(len(suffixes), n_prefix, dtype=real.dtype, device=self.device), real], dim=1)
+            # logits at positions 0..width-2 predict tokens 1..width-1; the last position predicts nothing
+            logits = self._model(tokens[:, :-1], attention_mask=mask[:, :-1], past_key_values=expanded, use_cache=True).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]
+            totals += (logprobs * real[:, 1:]).sum(dim=1)
+        return [float(value) for value in totals]
 
     def close(self) -> None:
         self._model = None

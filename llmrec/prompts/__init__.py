@@ -2,8 +2,11 @@
 
 One template per augmentation (`edges.jinja`, `profiles.jinja`,
 `attributes.jinja`) ships in this package; `--prompts-dir` points at a folder
-whose `<name>.jinja` files replace them. A template defines two blocks,
-`system` and `user`, which become the two chat messages.
+whose `<name>.jinja` files replace them. A chat template defines two blocks,
+`system` and `user`, which become the two chat messages. The edge scoring
+templates (`edge_likelihood.jinja`, `edge_yesno.jinja`) are plain text for
+`ScoreRequest`s instead: their blocks (`TEMPLATE_BLOCKS`) are the parts of a
+scored text, read with `render_blocks`.
 
 Templates are user input, so they run in Jinja's immutable sandbox with
 `StrictUndefined`: attribute access to internals (`__class__`, `__globals__`)
@@ -24,8 +27,17 @@ from typing import Any
 from llmrec.artifacts import sha256_text
 from llmrec.errors import ConfigError
 
-TEMPLATE_NAMES = ("edges", "profiles", "attributes")
 MESSAGE_BLOCKS = ("system", "user")
+#: Template name -> the blocks it must define: chat templates the two messages, scoring templates the
+#: prompt and the text scored after it (`llmrec.augment.scoring`).
+TEMPLATE_BLOCKS = {
+    "edges": MESSAGE_BLOCKS,
+    "profiles": MESSAGE_BLOCKS,
+    "attributes": MESSAGE_BLOCKS,
+    "edge_likelihood": ("prompt", "candidate"),
+    "edge_yesno": ("prompt", "question"),
+}
+TEMPLATE_NAMES = tuple(TEMPLATE_BLOCKS)
 
 
 class PromptError(ConfigError):
@@ -62,24 +74,28 @@ class PromptTemplate:
             template = _sandbox().from_string(self.source)
         except TemplateSyntaxError as exc:
             raise PromptError(f"{self.origin}:{exc.lineno}: template syntax error: {exc.message}") from None
-        absent = [block for block in MESSAGE_BLOCKS if block not in template.blocks]
+        blocks = TEMPLATE_BLOCKS.get(self.name, MESSAGE_BLOCKS)
+        absent = [block for block in blocks if block not in template.blocks]
         if absent:
-            raise PromptError(
-                f"{self.origin}: missing block(s) {absent}; a template defines "
-                "{% block system %}...{% endblock %} and {% block user %}...{% endblock %}"
-            )
+            wanted = " and ".join(f"{{% block {block} %}}...{{% endblock %}}" for block in blocks)
+            raise PromptError(f"{self.origin}: missing block(s) {absent}; a {self.name} template defines {wanted}")
         return template
 
     def render(self, **context: Any) -> tuple[dict[str, str], ...]:
         """Render the `system` and `user` blocks into chat messages (deterministic for equal context)."""
+        blocks = self.render_blocks(**context)
+        return tuple({"role": role, "content": blocks[role]} for role in MESSAGE_BLOCKS)
+
+    def render_blocks(self, **context: Any) -> dict[str, str]:
+        """Every block this template's name requires, rendered and stripped of surrounding whitespace."""
         from jinja2 import TemplateError
         from jinja2.exceptions import SecurityError, UndefinedError
 
         template = self._compiled
-        messages = []
-        for role in MESSAGE_BLOCKS:
+        rendered = {}
+        for block in TEMPLATE_BLOCKS.get(self.name, MESSAGE_BLOCKS):
             try:
-                text = "".join(template.blocks[role](template.new_context(dict(context))))
+                text = "".join(template.blocks[block](template.new_context(dict(context))))
             except SecurityError as exc:
                 raise PromptError(f"{self.origin}: unsafe template operation refused by the sandbox ({exc})") from None
             except UndefinedError as exc:
@@ -88,8 +104,8 @@ class PromptTemplate:
                 raise PromptError(f"{self.origin}: template failed to render ({exc})") from None
             except Exception as exc:  # noqa: BLE001 - a template is user code: range(10**9), include, endless recursion
                 raise PromptError(f"{self.origin}: template failed to render ({type(exc).__name__}: {exc})") from None
-            messages.append({"role": role, "content": text.strip()})
-        return tuple(messages)
+            rendered[block] = text.strip()
+        return rendered
 
 
 def load_template(name: str, prompts_dir: Path | str | None = None) -> PromptTemplate:
