@@ -132,6 +132,50 @@ def _position_bias_section(check: dict[str, Any], bias: dict[str, Any]) -> list[
     return lines + [""]
 
 
+def edge_audit_section(audit: dict[str, Any]) -> list[str]:
+    """The edge audit (`llmrec audit edges`, an `EdgeAudit.as_dict()`): hit rates, AUCs, the verdict in bold."""
+    from llmrec.augment.edge_audit import HIT_RATE_ROWS, EdgeAudit
+
+    result = EdgeAudit.from_dict(audit)
+    lines = ["### Do the liked edges carry preference? (validation positives)", ""]
+    if not result.audited_users:
+        return lines + [f"**{result.verdict}**", ""]
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    def share_interval(estimate: Any) -> str:
+        return "-" if estimate.low is None else f"{100 * estimate.low:.1f} to {100 * estimate.high:.1f}%"
+
+    def auc(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    def auc_interval(estimate: Any) -> str:
+        return "-" if estimate.low is None else f"{estimate.low:.3f} to {estimate.high:.3f}"
+
+    lines += [f"{result.audited_users} of {result.edge_users} users with an edge audited "
+              f"({result.without_validation_positive} without a validation positive and "
+              f"{result.without_candidates} without candidates left out). Share of users whose pick is one of "
+              f"their validation positives, bootstrap 95% intervals over users ({result.resamples} resamples):", "",
+              "| pick | hit rate | 95% interval |", "|---|---|---|"]  # fmt: skip
+    for label, name in HIT_RATE_ROWS:
+        estimate = getattr(result, name)
+        lines.append(f"| {label} | {share(estimate.value)} | {share_interval(estimate)} |")
+    lines.append("")
+    if result.auc:
+        lines += ["Per-user AUC of each edge score against validation positives (users whose candidates hold both), "
+                  "next to the base model's candidate order:", "",
+                  "| score | users | AUC | 95% interval | base AUC | 95% interval | difference | 95% interval |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for entry in result.auc:
+            difference = "-" if entry.difference.value is None else f"{entry.difference.value:+.3f}"
+            lines.append(f"| {entry.score} | {entry.users} | {auc(entry.auc.value)} | {auc_interval(entry.auc)} | "
+                         f"{auc(entry.base_auc.value)} | {auc_interval(entry.base_auc)} | {difference} | "
+                         f"{auc_interval(entry.difference)} |")  # fmt: skip
+        lines.append("")
+    return lines + [f"**{result.verdict}**", ""]
+
+
 def _metrics_section(run_dir: Path) -> list[str]:
     path = run_dir / artifacts.COMPARISON
     if not path.is_file():

@@ -1,4 +1,4 @@
-"""`llmrec augment`, `llmrec embed`, `llmrec audit profiles`: LLM answers in, embeddings out."""
+"""`llmrec augment`, `llmrec embed`, `llmrec audit profiles | edges`: LLM answers in, embeddings out."""
 
 from __future__ import annotations
 
@@ -78,3 +78,15 @@ def audit_profiles(run: Path = typer.Argument(..., help="Run directory with user
 
     typer.echo(run_audit(run).describe())
     typer.echo(f"written: {run / AUDIT_PROFILES}")
+
+
+@audit_app.command("edges")
+def audit_edges(run: Path = typer.Argument(..., help="Run directory with augmented_edges.parquet.")) -> None:
+    """Liked edges vs a random candidate and the base top-1 on validation positives, with 95% intervals."""
+    from llmrec.artifacts import AUDIT_EDGES
+    from llmrec.augment.edge_audit import audit_run
+
+    audit = audit_run(run)
+    typer.echo(audit.describe())
+    typer.echo(f"written: {run / AUDIT_EDGES}")
+    typer.echo(audit.verdict)
