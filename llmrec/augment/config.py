@@ -19,6 +19,10 @@ from llmrec.errors import ConfigError
 
 EDGES, PROFILES, ATTRIBUTES = "edges", "profiles", "attributes"
 AUGMENTATIONS = (EDGES, PROFILES, ATTRIBUTES)
+CHOOSE, LIKELIHOOD, PMI, YESNO, CONTROL = "choose", "likelihood", "pmi", "yesno", "control"
+#: How edges are picked: `choose` asks the numbered-candidate question (`augment.tasks.edge_tasks`);
+#: the others score each candidate on its own or, `control`, take the base model's order (`augment.scoring`).
+EDGE_METHODS = (CHOOSE, LIKELIHOOD, PMI, YESNO, CONTROL)
 #: Decoding defaults per augmentation: the original's temperatures (0.6 edges and
 #: attributes, 0.8 profiles, top_p 0.1); the answer budget comes from the answer's
 #: schema (`AnswerShape.max_tokens`), so a schema-valid answer is never cut.
@@ -108,6 +112,12 @@ class AugmentConfig:
         help="Shuffled candidate orders per edge question; an edge is kept when a majority agree "
              "(default {default}; 1 = no check).",
     )  # fmt: skip
+    edge_method: str = option(
+        CHOOSE, "--edge-method",
+        help="How edges are picked: choose (the LLM picks among numbered candidates, checked across shuffled "
+             "orders), likelihood | pmi | yesno (each candidate scored on its own: no positions), control (no "
+             "LLM: the base model's top-1 and last candidate). Default {default}.",
+    )  # fmt: skip
     candidates_epochs: int | None = option(None, "--candidates-epochs", help="Epochs of the candidate LightGCN.")
     device: str = option("auto", "--device", help="Device of the candidate model (auto/cpu/cuda).")
 
@@ -121,6 +131,8 @@ class AugmentConfig:
             raise ConfigError(f"[augment] max_tokens must be >= 1, got {self.max_tokens}")
         if self.limit_users < 0 or (self.limit_items is not None and self.limit_items < 0):
             raise ConfigError("[augment] limits must be >= 0 (0 = all)")
+        if self.edge_method not in EDGE_METHODS:
+            raise ConfigError(f"[augment] edge_method must be one of {list(EDGE_METHODS)}, got '{self.edge_method}'")
         if self.edge_orders < 1:
             raise ConfigError(
                 f"[augment] edge_orders must be >= 1 (1 = no consistency check), got {self.edge_orders}"

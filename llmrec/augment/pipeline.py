@@ -1,6 +1,7 @@
 """The augmentation pipeline: tasks -> one batch through the completion store -> validate -> repair once -> artifacts.
 
-For each requested augmentation (edges, profiles, attributes):
+For each requested augmentation (edges, profiles, attributes; edges picked by
+a scoring method or the no-LLM control skip steps 1-2 for `_score_edges`):
 1. build every task (one prompt per user or item) and send them to the
    backend as ONE batch through the completion store (answers already in the
    store cost nothing, so a killed run resumes where it stopped);
@@ -24,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from llmrec import artifacts
-from llmrec.augment.config import ATTRIBUTES, AUGMENTATIONS, EDGES, PROFILES, AugmentConfig
+from llmrec.augment.config import ATTRIBUTES, AUGMENTATIONS, CHOOSE, CONTROL, EDGES, PROFILES, AugmentConfig
 from llmrec.augment.tasks import (
     Task,
     TaskSet,
@@ -36,7 +37,8 @@ from llmrec.augment.tasks import (
 )
 from llmrec.augment.schemas import ANSWERS
 from llmrec.augment.validate import AnswerValidationError
-from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
+from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams, ScoreRequest, read_score
+from llmrec.errors import ConfigError
 from llmrec.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,10 @@ class AugmentationCounts:
     #: Edges only: the permutation-consistency check and the answered-position histogram (`augment.consistency`).
     consistency: dict[str, Any] = dataclasses.field(default_factory=dict)
     position_bias: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Edges only: how they were picked (`edge_method`, and for scoring methods the requests scored).
+    scoring: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Edges only: the edge-signal audit on validation positives (`augment.edge_audit`).
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def failure_reasons(self) -> dict[str, int]:
         """Failures tallied by kind of reason, most frequent first."""
@@ -235,16 +241,21 @@ def _update_report(run_dir: Path, what: str, counts: AugmentationCounts) -> None
 
 
 def _stage_params(what: str, backend: Backend, config: AugmentConfig, template_hash: str, ids: Sequence[int]) -> dict[str, Any]:
+    if what == EDGES and config.edge_method == CONTROL:  # no LLM: only the candidates and the users decide
+        return {"edge_method": CONTROL, "ids_sha256": artifacts.sha256_text(",".join(map(str, ids)))}
     params: dict[str, Any] = {
         "backend": backend.name, "model": backend.model_id, "revision": backend.model_revision,
-        "template_hash": template_hash, "sampling": dataclasses.asdict(config.sampling(what)),
-        "ids_sha256": artifacts.sha256_text(",".join(map(str, ids))),
+        "template_hash": template_hash, "ids_sha256": artifacts.sha256_text(",".join(map(str, ids))),
     }  # fmt: skip
+    if what != EDGES or config.edge_method == CHOOSE:  # a score is read, not sampled
+        params["sampling"] = dataclasses.asdict(config.sampling(what))
     if what != ATTRIBUTES:
         params["history_budget"] = config.history_budget
-    if what == EDGES:  # the shuffled candidate orders are part of what was asked
+    if what == EDGES and config.edge_method == CHOOSE:  # the shuffled candidate orders are part of what was asked
         params["candidate_order_seed"] = config.seed
         params["edge_orders"] = config.edge_orders
+    elif what == EDGES:
+        params["edge_method"] = config.edge_method
     return params
 
 
@@ -287,6 +298,9 @@ def run_augmentation(run_dir: Path | str, backend: Backend, config: AugmentConfi
         for name in AUGMENTATIONS:
             if name not in config.what:
                 continue
+            if name == EDGES and config.edge_method != CHOOSE:
+                counts[name] = _score_edges(run_dir, tables, candidates, users, backend, store, config, inputs)
+                continue
             if name == EDGES:
                 task_set = edge_tasks(tables, candidates, users, config.history_budget, prompts_dir,
                                       orders=config.edge_orders, seed=config.seed)  # fmt: skip
@@ -305,20 +319,121 @@ def _run_one(
     run_dir: Path, task_set: TaskSet, backend: Backend, store: Any, config: AugmentConfig, inputs: dict[str, str]
 ) -> AugmentationCounts:
     what = task_set.what
-    stage = f"augment:{what}"
     stage_inputs = {k: v for k, v in inputs.items() if what == EDGES or k != artifacts.CANDIDATES}
     params = _stage_params(what, backend, config, task_set.template.template_hash, [t.entity for t in task_set.tasks])
-    if artifacts.stage_is_current(run_dir, stage, params, stage_inputs):
-        recorded = artifacts.read_manifest(run_dir)["stages"][stage]["stats"]
-        logger.info("%s: up to date (%s)", stage, ARTIFACT_FILES[what])
-        fields = {f.name for f in dataclasses.fields(AugmentationCounts)}
-        return AugmentationCounts(**{k: v for k, v in recorded.items() if k in fields}, skipped=True)
+    recorded = _up_to_date(run_dir, what, params, stage_inputs)
+    if recorded is not None:
+        return recorded
     accepted, counts = answer_tasks(task_set, backend, store, config.sampling(what))
     if what == EDGES:
         accepted = _edge_consensus(task_set, accepted, config, counts)
+        counts.scoring = {"edge_method": CHOOSE}
     rel = ARTIFACT_FILES[what]
     _write_table(run_dir / rel, _table(what, accepted, counts.model, counts.template_hash))
-    stats = {k: v for k, v in dataclasses.asdict(counts).items() if k not in ("failures", "usage", "skipped")}
-    artifacts.record_stage(run_dir, stage, params, stage_inputs, [rel], stats)
-    _update_report(run_dir, what, counts)
+    if what == EDGES:
+        counts.audit = _audit(run_dir, accepted, None)
+    _finish_stage(run_dir, what, params, stage_inputs, [rel], counts)
     return counts
+
+
+def _finish_stage(
+    run_dir: Path, what: str, params: dict[str, Any], inputs: dict[str, str], outputs: list[str], counts: AugmentationCounts
+) -> None:
+    """Record the stage (its counts as stats) and its entry of `augment_report.json`."""
+    stats = {k: v for k, v in dataclasses.asdict(counts).items() if k not in ("failures", "usage", "skipped")}
+    artifacts.record_stage(run_dir, f"augment:{what}", params, inputs, outputs, stats)
+    _update_report(run_dir, what, counts)
+
+
+def _up_to_date(run_dir: Path, what: str, params: dict[str, Any], inputs: dict[str, str]) -> AugmentationCounts | None:
+    """The recorded counts when the stage `augment:<what>` is current for these params and inputs, else None."""
+    stage = f"augment:{what}"
+    if not artifacts.stage_is_current(run_dir, stage, params, inputs):
+        return None
+    recorded = artifacts.read_manifest(run_dir)["stages"][stage]["stats"]
+    logger.info("%s: up to date (%s)", stage, ARTIFACT_FILES[what])
+    fields = {f.name for f in dataclasses.fields(AugmentationCounts)}
+    return AugmentationCounts(**{k: v for k, v in recorded.items() if k in fields}, skipped=True)
+
+
+def _audit(run_dir: Path, edges: Mapping[int, Any], scores: pd.DataFrame | None) -> dict[str, Any]:
+    """The edge-signal audit of these edges on the run's validation positives (never the test split)."""
+    from llmrec.augment.edge_audit import audit_edges
+
+    candidates = artifacts.read_parquet(run_dir / artifacts.CANDIDATES, ["user", "rank", "item"])
+    val = artifacts.read_parquet(run_dir / artifacts.VAL, ["user", "item"])
+    users = sorted(edges)
+    frame = pd.DataFrame({"user": users, "liked": [edges[u].liked for u in users],
+                          "disliked": [edges[u].disliked for u in users]}, dtype="int64")  # fmt: skip
+    audit = audit_edges(candidates, val, frame, scores)
+    logger.info("edges audit: %s", audit.verdict)
+    return audit.as_dict()
+
+
+def _score_edges(
+    run_dir: Path, tables: Any, candidates: pd.DataFrame | None, users: Sequence[int], backend: Backend, store: Any,
+    config: AugmentConfig, inputs: dict[str, str],
+) -> AugmentationCounts:
+    """Edges from per-candidate scores (`augment.scoring`): one batch of score requests, no positions, no repair."""
+    from llmrec.augment.scoring import control_table, edges_from_scores, ranked_candidates, score_table, scoring_plan
+
+    assert candidates is not None  # run_augmentation makes them before any edge method runs
+    method = config.edge_method
+    plan = None if method == CONTROL else scoring_plan(method, tables, candidates, users, config.history_budget,
+                                                       config.prompts_dir or None)  # fmt: skip
+    ranked = plan.candidates if plan is not None else ranked_candidates(candidates, users)
+    template_hash = plan.template.template_hash if plan is not None else ""
+    params = _stage_params(EDGES, backend, config, template_hash, list(ranked))
+    recorded = _up_to_date(run_dir, EDGES, params, inputs)
+    if recorded is not None:
+        return recorded
+    model = backend.model_id if plan is not None else "control: base LightGCN order"
+    counts = AugmentationCounts(requested=len(ranked), model=model, template_hash=template_hash)
+    if plan is None:
+        scores = control_table(ranked)
+        counts.scoring = {"edge_method": CONTROL}
+    else:
+        if not backend.can_score:
+            raise ConfigError(f"[augment] edge_method = '{method}' needs token log-probabilities, which the "
+                              f"{backend.name} backend does not give; use the transformers or vllm backend, or "
+                              "edge_method = 'choose'")  # fmt: skip
+        logprobs, errors, usage = _ask_scores(store, backend, plan.requests, f"edges {method} {backend.model_id}")
+        scores = score_table(plan, logprobs)
+        counts.usage = usage.as_dict()
+        counts.scoring = {"edge_method": method, "requests": len(plan.requests),
+                          "scored": sum(value is not None for value in logprobs),
+                          "users_scored": len(ranked), "content_free_items": len(plan.prior)}  # fmt: skip
+        for user in sorted(set(scores.loc[scores["score"].isna(), "user"])):
+            asked = [i for item in ranked[user] for i in (*plan.conditional[(user, item)], *plan.prior[item])]
+            reason = next((errors[i] for i in asked if i in errors), "a candidate has no score")
+            counts.failures.append({"id": int(user), "reason": reason})
+    edges = edges_from_scores(scores)
+    counts.valid = len(edges)
+    counts.failed = counts.requested - counts.valid
+    logger.info("edges (%s): %d of %d users get an edge", method, counts.valid, counts.requested)
+    _write_table(run_dir / artifacts.AUGMENTED_EDGES, _table(EDGES, edges, counts.model, template_hash))
+    artifacts.write_parquet(run_dir / artifacts.EDGE_SCORES, scores)
+    counts.audit = _audit(run_dir, edges, scores)
+    _finish_stage(run_dir, EDGES, params, inputs, [artifacts.AUGMENTED_EDGES, artifacts.EDGE_SCORES], counts)
+    return counts
+
+
+def _ask_scores(
+    store: Any, backend: Backend, requests: Sequence[ScoreRequest], desc: str
+) -> tuple[list[float | None], dict[int, str], Any]:
+    """Each request's log-probability (None: not scored), the first error per request index, and the usage."""
+    from llmrec.backends.store import UsageSummary
+
+    logprobs: list[float | None] = [None] * len(requests)
+    errors: dict[int, str] = {}
+    usage = UsageSummary()
+    try:
+        with Progress(len(requests), desc, "request", count_valid=True) as progress:
+            for index, completion in store.generate_iter(backend, requests, usage, progress=False):
+                logprobs[index] = read_score(completion)
+                if logprobs[index] is None:
+                    errors[index] = completion.text[:200]
+                progress.update(1, valid=logprobs[index] is not None, free=completion.cached)
+    finally:
+        logger.info("%s %s: %s", backend.name, backend.model_id, usage.describe())
+    return logprobs, errors, usage

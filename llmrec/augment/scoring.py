@@ -36,14 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmrec.augment.config import LIKELIHOOD, PMI, YESNO
 from llmrec.augment.context import movie_descriptions, training_histories
 from llmrec.augment.validate import EdgeChoice
 from llmrec.backends.base import ScoreRequest
 from llmrec.prompts import PromptTemplate, load_template
 
-CHOOSE, LIKELIHOOD, PMI, YESNO, CONTROL = "choose", "likelihood", "pmi", "yesno", "control"
-#: Every edge method; `choose` is the numbered-candidate question (`augment.tasks.edge_tasks`).
-EDGE_METHODS = (CHOOSE, LIKELIHOOD, PMI, YESNO, CONTROL)
 #: Methods that ask the LLM for scores, and the template each renders.
 SCORING_TEMPLATES = {LIKELIHOOD: "edge_likelihood", PMI: "edge_likelihood", YESNO: "edge_yesno"}
 #: What separates a rendered prompt from the scored text after it.

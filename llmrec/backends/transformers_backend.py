@@ -59,6 +59,8 @@ class TransformersBackend(Backend):
     request, so a run answered entirely from the completion store never loads it.
     """
 
+    can_score = True
+
     def __init__(
         self,
         model: str = "smollm2-135m",
