@@ -87,7 +87,24 @@ def _augmentation_section(run_dir: Path, augment: AugmentFacts) -> list[str]:
     lines += ["", "Only valid and repaired answers enter the artifacts; failures are listed with reasons "
               f"in `{artifacts.AUGMENT_REPORT}`.", ""]
     edges = report.get("edges")
-    return lines + (_position_bias_section(edges.consistency, edges.position_bias) if edges else [])
+    if edges is None:
+        return lines
+    method = edges.scoring.get("edge_method", "choose")
+    if method != "choose":
+        lines += [f"- edges picked by `{method}`: " + _EDGE_METHOD_TEXT.get(method, "see docs/results.md"), ""]
+    lines += _position_bias_section(edges.consistency, edges.position_bias)
+    return lines + (edge_audit_section(edges.audit) if edges.audit else [])
+
+
+#: One line per edge method that is not the numbered-candidate question, for the report.
+_EDGE_METHOD_TEXT = {
+    "likelihood": "each candidate scored alone, log P(candidate | history); liked = highest, disliked = lowest",
+    "pmi": "each candidate scored alone, log P(candidate | history) - log P(candidate | no history); "
+           "liked = highest, disliked = lowest",
+    "yesno": "each candidate asked alone, \"would this user enjoy it?\", log-odds of yes calibrated by the same "
+             "question without the history; liked = highest, disliked = lowest",
+    "control": "no LLM: the base model's own top-1 candidate (liked) and last candidate (disliked)",
+}
 
 
 def _position_bias_section(check: dict[str, Any], bias: dict[str, Any]) -> list[str]:
