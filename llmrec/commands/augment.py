@@ -44,6 +44,8 @@ def augment(
             f"{check['position_locked']}); liked answered at number {bias['liked_top_position']} in "
             f"{bias['liked_top_share']:.0%} of answers (uniform {1 / bias['candidates']:.0%})"
         )
+    if edges is not None and edges.audit.get("verdict"):
+        typer.echo(f"edges audit: {edges.audit['verdict']}")
     typer.echo(f"report: {run / 'augment_report.json'}")
 
 

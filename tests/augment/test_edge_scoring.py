@@ -208,7 +208,7 @@ def test_a_killed_scoring_run_resumes_asking_each_request_once(scored: dict, tmp
         (run_dir / rel).unlink()
     command = [sys.executable, "-m", "llmrec", "augment", str(run_dir), "--what", "edges", "--store", str(store),
                "--edge-method", "pmi", "--limit-users", str(USERS), "--history-budget", str(HISTORY),
-               "--candidates-k", str(K), "--backend-option", "batch_size=1"]  # fmt: skip
+               "--candidates-k", str(K), "--backend-option", "score_batch_size=1"]  # fmt: skip
     victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     deadline = time.monotonic() + 300
     while not store.exists() or _rows(store) < 2:
@@ -232,3 +232,25 @@ def test_a_killed_scoring_run_resumes_asking_each_request_once(scored: dict, tmp
     resumed = pd.read_parquet(run_dir / artifacts.EDGE_SCORES)
     assert len(reference) > 0
     pd.testing.assert_series_equal(resumed["conditional"], reference["conditional"], rtol=1e-5)
+
+
+def test_yesno_asks_yes_and_no_per_candidate_and_calibrates_by_the_content_free_prompt(
+    scored: dict, smollm2, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(scored["run"], run_dir)
+    options = replace(SCORED_OPTIONS, edge_method="yesno", limit_users=2, store=str(tmp_path / "store.sqlite"))
+    counts = run_augmentation(run_dir, smollm2, options).counts["edges"]
+    scores = pd.read_parquet(run_dir / artifacts.EDGE_SCORES)
+    assert counts.valid == counts.requested == 2 and len(scores) == 2 * K and scores["score"].notna().all()
+    # two requests per (user, candidate) and per content-free item: the same question, answered " yes" and " no"
+    assert counts.scoring["requests"] == 2 * (2 * K + counts.scoring["content_free_items"])
+    users = sorted(scores["user"].unique())
+    plan = scoring_plan("yesno", load_split(run_dir), pd.read_parquet(run_dir / artifacts.CANDIDATES), users, HISTORY, None)
+    for yes, no in (plan.conditional[key] for key in plan.conditional):
+        assert plan.requests[yes].continuation.endswith(" yes") and plan.requests[no].continuation.endswith(" no")
+        assert plan.requests[yes].continuation[: -len(" yes")] == plan.requests[no].continuation[: -len(" no")]
+        assert plan.requests[yes].prompt == plan.requests[no].prompt and "N/A" not in plan.requests[yes].prompt
+    assert all("N/A" in plan.requests[i].prompt for indices in plan.prior.values() for i in indices)
+    np.testing.assert_allclose(scores["score"], scores["conditional"] - scores["prior"], rtol=1e-9)
+    assert scores["prior"].nunique() > 1  # calibrated per candidate, not by one constant per user
