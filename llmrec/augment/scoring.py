@@ -33,7 +33,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from llmrec.augment.config import LIKELIHOOD, PMI, YESNO
@@ -47,7 +46,7 @@ SCORING_TEMPLATES = {LIKELIHOOD: "edge_likelihood", PMI: "edge_likelihood", YESN
 #: What separates a rendered prompt from the scored text after it.
 _SEPARATOR = {"edge_likelihood": " ", "edge_yesno": "\n"}
 YES, NO = " yes", " no"
-#: Columns of `edge_scores.parquet`.
+#: Columns of `edge_scores.parquet` (the control's has the first four).
 SCORE_COLUMNS = ("user", "item", "rank", "score", "conditional", "prior")
 
 
@@ -133,14 +132,11 @@ def score_table(plan: ScoringPlan, logprobs: Sequence[float | None]) -> pd.DataF
 
 
 def control_table(candidates: Mapping[int, list[int]]) -> pd.DataFrame:
-    """The no-LLM control's scores: the base model's own order (score = -rank), nothing conditional or prior."""
+    """The no-LLM control's scores: the base model's own order (score = -rank); no conditional or prior part."""
     rows = [(user, item, rank, float(-rank)) for user, items in candidates.items() for rank, item in enumerate(items)]
-    frame = pd.DataFrame(rows, columns=["user", "item", "rank", "score"]).astype(
+    return pd.DataFrame(rows, columns=["user", "item", "rank", "score"]).astype(
         {"user": "int64", "item": "int64", "rank": "int64", "score": "float64"}
     )
-    frame["conditional"] = np.nan
-    frame["prior"] = np.nan
-    return frame
 
 
 def edges_from_scores(scores: pd.DataFrame) -> dict[int, EdgeChoice]:
