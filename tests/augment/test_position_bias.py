@@ -90,6 +90,15 @@ def test_candidate_orders_are_seeded_per_user_and_distinct(edge_setup) -> None:
     assert candidate_orders([1, 2], 3, 0, 0)[:2] in ([(1, 2), (2, 1)], [(2, 1), (1, 2)])  # only 2 distinct exist
 
 
+def test_users_offered_the_same_candidates_get_their_own_orders() -> None:
+    items = list(range(100, 110))
+    orders = {user: candidate_orders(items, 3, 0, user) for user in range(20)}
+    assert len(orders) == 20 and all(len(set(o)) == 3 for o in orders.values())
+    assert len({tuple(o) for o in orders.values()}) == 20  # the user is part of the seed, not only --seed
+    assert candidate_orders(items, 3, 0, 7) == orders[7]  # the same (seed, user): the same orders
+    assert candidate_orders(items, 3, 1, 7) != orders[7]
+
+
 # --- agreement and the position histogram on constructed answers --------------------------------------
 
 
