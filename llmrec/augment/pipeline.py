@@ -37,7 +37,7 @@ from llmrec.augment.tasks import (
 )
 from llmrec.augment.schemas import ANSWERS
 from llmrec.augment.validate import AnswerValidationError
-from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams, ScoreRequest, read_score
+from llmrec.backends.base import FAILED, Backend, ChatRequest, Completion, SamplingParams, ScoreRequest, read_score
 from llmrec.errors import ConfigError
 from llmrec.progress import Progress
 
@@ -122,7 +122,7 @@ def repair_messages(task: Task, bad_answer: str, reason: str) -> tuple[dict[str,
 
 def _validated(task: Task, completion: Completion, max_tokens: int) -> tuple[Any, str | None]:
     """(value, None) for a valid answer, else (None, reason); the reason says what to change when it can."""
-    if completion.finish_reason == "error":  # the backend could not answer this request (text: why)
+    if completion.finish_reason == FAILED:  # no answer this time (text: why); not stored, the next run asks again
         return None, completion.text
     try:
         return task.validate(completion.text), None

@@ -27,6 +27,11 @@ from llmrec.errors import BackendError, ConfigError
 
 #: `Completion.finish_reason` of a score (its text is `score_text(...)`).
 SCORED = "score"
+#: `Completion.finish_reason` of a request the backend could not answer this time (its text says why).
+#: The completion store never keeps such an answer, so the next run asks again; every other
+#: `finish_reason` ("stop", "length", SCORED, whatever a server reports) is an answer, stored for good
+#: even when it is not valid JSON (the pipeline validates it and asks once for a repair).
+FAILED = "error"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +146,14 @@ def read_score(completion: Completion) -> float | None:
 
 @dataclasses.dataclass
 class Completion:
-    """A backend's answer to one request, with usage for throughput reports."""
+    """A backend's answer to one request, with usage for throughput reports.
+
+    `finish_reason`: "stop" (ended by the model or a stop string), "length" (cut
+    at `max_tokens`), `SCORED` (a score), or `FAILED` ("error": no answer this
+    time, `text` says why; never stored, so a rerun retries it). A backend
+    reports a failure of one request as `FAILED` and lets the others run; it
+    raises `BackendError` only when nothing can be answered.
+    """
 
     text: str
     finish_reason: str

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmrec.backends.base import Backend, ChatRequest, Completion, ScoreRequest
+from llmrec.backends.base import FAILED, Backend, ChatRequest, Completion, ScoreRequest
 from llmrec.errors import ConfigError
 from llmrec.sqlite_files import chunks, connect_wal, placeholders
 
@@ -428,6 +428,10 @@ class CompletionStore:
             present += [row[0] for row in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", tuple(chunk))]
         return present
 
+    def _release_claim(self, key: str) -> None:
+        with self._write_transaction() as conn:
+            conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+
     def _release_claims(self) -> None:
         with self._write_transaction() as conn:
             conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
@@ -520,10 +524,14 @@ class CompletionStore:
         with self._heartbeat():
             for batch_index, completion in _answer(backend, batch):
                 key = claimed[batch_index]
-                self._put(key, backend, batch[batch_index], completion)
                 del pending[key]
-                usage.generated += 1
-                usage.cache_hits += len(positions[key]) - 1  # duplicates in the batch ride along
+                if completion.finish_reason == FAILED:  # not an answer: release it, the next run asks again
+                    self._release_claim(key)
+                    usage.failures += len(positions[key])
+                else:
+                    self._put(key, backend, batch[batch_index], completion)
+                    usage.generated += 1
+                    usage.cache_hits += len(positions[key]) - 1  # duplicates in the batch ride along
                 usage.prompt_tokens += completion.prompt_tokens
                 usage.completion_tokens += completion.completion_tokens
                 elapsed = max(time.perf_counter() - started, 1e-9)

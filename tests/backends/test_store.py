@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmrec.backends import get_backend
-from llmrec.backends.base import Completion
+from llmrec.backends.base import Backend, Completion
 from llmrec.cli import app
 from llmrec.errors import ConfigError
 from llmrec.backends.store import CachedBackend, CompletionStore, request_key
@@ -221,3 +221,44 @@ def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
         assert len(results) == 4
         failures += [result for result in results if result != "ok"]
     assert failures == []
+
+
+class _FailsOnce(Backend):
+    """A plug-in whose first try at each request fails transiently (finish_reason "error"), then answers.
+
+    A stand-in for a remote engine that drops a request under load: nothing here fails that way on demand.
+    """
+
+    name = "fails-once"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @property
+    def model_id(self) -> str:
+        return "fails-once"
+
+    def generate_iter(self, requests):
+        for index, request in enumerate(requests):
+            question = request.messages[-1]["content"]
+            first_time = question not in self.asked
+            self.asked.append(question)
+            if first_time:
+                yield index, Completion("engine overloaded, try again", "error", 0, 0, 0.0)
+            else:
+                yield index, Completion(f"answer to {question}", "stop", 3, 2, 0.0)
+
+
+def test_a_failed_answer_is_not_stored_and_the_next_run_asks_again(tmp_path):
+    backend = _FailsOnce()
+    requests = [chat(q) for q in QUESTIONS]
+    with CompletionStore(tmp_path / "store.sqlite") as store:
+        first = store.generate(backend, requests)
+        assert [c.finish_reason for c in first.completions] == ["error"] * 3
+        assert (first.usage.generated, first.usage.failures) == (0, 3)
+        assert store.stats()["completions"] == 0 and store.stats()["claims_pending"] == 0
+        second = store.generate(backend, requests)
+        assert [c.text for c in second.completions] == [f"answer to {q}" for q in QUESTIONS]
+        assert (second.usage.generated, second.usage.failures) == (3, 0)
+        third = store.generate(backend, requests)
+    assert third.usage.cache_hits == 3 and len(backend.asked) == 6  # stored answers are final: asked twice each
