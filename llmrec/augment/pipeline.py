@@ -395,7 +395,7 @@ def _score_edges(
     else:
         if not backend.can_score:
             raise ConfigError(f"[augment] edge_method = '{method}' needs token log-probabilities, which the "
-                              f"{backend.name} backend does not give; use the transformers or vllm backend, or "
+                              f"{backend.name} backend does not give; use the transformers, vllm or openai backend, or "
                               "edge_method = 'choose'")  # fmt: skip
         logprobs, errors, usage = _ask_scores(store, backend, plan.requests, f"edges {method} {backend.model_id}")
         scores = score_table(plan, logprobs)

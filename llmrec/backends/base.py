@@ -205,7 +205,7 @@ class Backend(abc.ABC):
         """
         raise BackendError(
             f"{self.name} backend cannot score candidates (it gives no token log-probabilities); "
-            "use edge_method = \"choose\", or the transformers or vllm backend"
+            "use edge_method = \"choose\", or the transformers, vllm or openai backend"
         )
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:

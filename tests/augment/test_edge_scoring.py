@@ -254,3 +254,27 @@ def test_yesno_asks_yes_and_no_per_candidate_and_calibrates_by_the_content_free_
     assert all("N/A" in plan.requests[i].prompt for indices in plan.prior.values() for i in indices)
     np.testing.assert_allclose(scores["score"], scores["conditional"] - scores["prior"], rtol=1e-9)
     assert scores["prior"].nunique() > 1  # calibrated per candidate, not by one constant per user
+
+
+@pytest.mark.vllm
+def test_vllm_server_scores_give_the_in_process_edges(vllm_server, scored: dict, tmp_path: Path) -> None:
+    """The same pmi edges through a real vLLM-CPU server as through the in-process backend (same model, float32)."""
+    from llmrec.backends import get_backend
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(scored["run"], run_dir)
+    options = replace(SCORED_OPTIONS, edge_method="pmi", store=str(tmp_path / "store.sqlite"))
+    backend = get_backend("vllm", model=vllm_server.served_name, base_url=vllm_server.base_url)
+    counts = run_augmentation(run_dir, backend, options).counts["edges"]
+    assert counts.valid == counts.requested == USERS and counts.usage["generated"] == counts.scoring["requests"]
+    served = pd.read_parquet(run_dir / artifacts.EDGE_SCORES)
+    in_process = pd.read_parquet(scored["run"] / artifacts.EDGE_SCORES)  # likelihood run: same requests
+    assert len(served) == len(in_process) == USERS * K
+    np.testing.assert_allclose(served["conditional"], in_process["conditional"], atol=1e-3)
+    np.testing.assert_allclose(served["prior"], in_process["prior"], atol=1e-3)
+    expected = edges_from_scores(in_process.assign(score=in_process["conditional"] - in_process["prior"]))
+    edges = pd.read_parquet(run_dir / artifacts.AUGMENTED_EDGES)
+    assert {row.user: (row.liked, row.disliked) for row in edges.itertuples()} == {
+        user: (edge.liked, edge.disliked) for user, edge in expected.items()
+    }
+    assert counts.audit["edge_users"] == USERS
