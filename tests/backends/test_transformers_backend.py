@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -183,3 +184,20 @@ def test_unknown_option_and_missing_gguf_are_config_errors(tmp_path):
         get_backend("llamafile")
     with pytest.raises(ConfigError, match="quantize must be none or int8"):
         get_backend("transformers", quantize="int4")
+
+
+def test_the_gemma_alias_is_the_assembled_gguf_and_its_revision_is_its_checksum() -> None:
+    """The bundled Gemma 3 270M resolves to the GGUF its package assembles (checked by the package's sha256).
+
+    Converting it (~7 min on this CPU) and scoring with it are measured in docs/results.md, not here.
+    """
+    from llmrec.backends import get_backend
+    from llmrec.backends.aliases import resolve_model
+    from llmrec.backends.gguf_convert import gguf_revision
+
+    path = Path(resolve_model("gemma3-270m"))
+    assert path.name == "gemma-3-270m-q4_k_m.gguf" and path.stat().st_size > 200_000_000
+    with path.open("rb") as handle:
+        assert handle.read(4) == b"GGUF"
+    backend = get_backend("transformers", model="gemma3-270m")
+    assert backend.can_score and backend.model_revision.startswith(gguf_revision(str(path)))
