@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-from llmrec.backends.base import SCORED, ChatRequest, Completion, ScoreRequest, ServedModelBackend, score_text
+from llmrec.backends.base import FAILED, SCORED, ChatRequest, Completion, ScoreRequest, ServedModelBackend, score_text
 from llmrec.errors import BackendError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -363,7 +363,7 @@ class OpenAICompatibleBackend(ServedModelBackend):
             )  # fmt: skip
         except RequestRejected as exc:
             if exc.status == 400 and "context" in exc.server_message.lower():  # too long: this request only
-                return Completion(f"cannot score: {exc.server_message}", "error", 0, 0, 0.0)
+                return Completion(f"cannot score: {exc.server_message}", FAILED, 0, 0, 0.0)
             raise
 
     def _read_score(self, request: ScoreRequest, response: Any, url: str, latency: float) -> Completion:
@@ -398,7 +398,7 @@ class OpenAICompatibleBackend(ServedModelBackend):
                   for token, value in zip(tokens[:echoed], values[:echoed])]  # fmt: skip
         found = continuation_logprob(pieces, request.prompt, request.continuation)
         if isinstance(found, str):
-            return Completion(f"cannot score: {found}", "error", echoed, 0, latency)
+            return Completion(f"cannot score: {found}", FAILED, echoed, 0, latency)
         logprob, count = found
         return Completion(score_text(logprob), SCORED, echoed - count, count, latency)
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
-from llmrec.backends.base import SCORED, Backend, ChatRequest, Completion, SamplingParams, ScoreRequest, score_text
+from llmrec.backends.base import FAILED, SCORED, Backend, ChatRequest, Completion, SamplingParams, ScoreRequest, score_text
 from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.errors import BackendError, ConfigError
 
@@ -201,7 +201,7 @@ class TransformersBackend(Backend):
             except SchemaRejected as exc:  # this request fails, the others run
                 reason = f"{exc}; simplify the schema or pass --backend-option constrained=false"
                 logger.warning("transformers backend: request %d (model %s): %s", index, self._model_name, reason)
-                yield index, Completion(reason, "error", 0, 0, 0.0)
+                yield index, Completion(reason, FAILED, 0, 0, 0.0)
                 continue
             runnable.append(index)
         prompts = {
@@ -303,7 +303,7 @@ class TransformersBackend(Backend):
                 f"prompt + continuation exceed the model's {limit} positions")
             for index, ids, long in zip(indices, suffixes, too_long):
                 if not prefix or long:
-                    yield index, Completion(f"cannot score: {reason}", "error", len(prefix), len(ids), 0.0)
+                    yield index, Completion(f"cannot score: {reason}", FAILED, len(prefix), len(ids), 0.0)
             if not prefix:
                 return
         kept = [k for k, long in enumerate(too_long) if not long]

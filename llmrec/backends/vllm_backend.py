@@ -42,7 +42,7 @@ from typing import Any
 
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
-from llmrec.backends.base import SCORED, ChatRequest, Completion, ScoreRequest, score_text
+from llmrec.backends.base import FAILED, SCORED, ChatRequest, Completion, ScoreRequest, score_text
 from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.backends.http_client import HTTPOptions, OpenAICompatibleBackend
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer
@@ -203,7 +203,7 @@ class VLLMBackend(OpenAICompatibleBackend):
                 if not prefix or len(prefix) + len(suffix) >= limit:  # one position is left for the generated token
                     reason = "the prompt is empty and the tokenizer adds no start token" if not prefix else (
                         f"prompt + continuation exceed the model's {limit} positions")
-                    yield start + offset, Completion(f"cannot score: {reason}", "error", len(prefix), len(suffix), 0.0)
+                    yield start + offset, Completion(f"cannot score: {reason}", FAILED, len(prefix), len(suffix), 0.0)
                 else:
                     runnable.append(offset)
             started = time.perf_counter()
