@@ -34,6 +34,7 @@ plus ten short titles. Only the logits that score a token are computed (a
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -287,8 +288,6 @@ class TransformersBackend(Backend):
 
     def _score_prompt(self, prompt: str, continuations: list[str], indices: list[int]) -> Iterator[tuple[int, Completion]]:
         """log P(continuation | prompt) for each continuation: the prompt once, its cache reused in batches."""
-        import copy
-
         import torch
 
         started = time.perf_counter()
@@ -313,12 +312,12 @@ class TransformersBackend(Backend):
             cache = output.past_key_values
             for start in range(0, len(kept), self.score_batch_size):
                 chunk = kept[start : start + self.score_batch_size]
-                scores = self._score_continuations(cache, first, len(prefix), [suffixes[k] for k in chunk], copy)
+                scores = self._score_continuations(cache, first, len(prefix), [suffixes[k] for k in chunk])
                 latency = time.perf_counter() - started
                 for k, logprob in zip(chunk, scores):
                     yield indices[k], Completion(score_text(logprob), SCORED, len(prefix), len(suffixes[k]), latency)
 
-    def _score_continuations(self, cache: Any, first: Any, n_prefix: int, suffixes: list[list[int]], copy: Any) -> list[float]:
+    def _score_continuations(self, cache: Any, first: Any, n_prefix: int, suffixes: list[list[int]]) -> list[float]:
         """Summed log-probabilities of right-padded continuations after a cached prefix."""
         import torch
 
@@ -328,7 +327,7 @@ class TransformersBackend(Backend):
         real = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes], device=self.device)
         totals = first[tokens[:, 0]].clone()  # the prompt's last position predicts each first token
         if width > 1:
-            expanded = copy.deepcopy(cache)
+            expanded = copy.deepcopy(cache)  # the prompt's cache serves every chunk: expand a copy
             expanded.batch_repeat_interleave(len(suffixes))
             mask = torch.cat([torch.ones(len(suffixes), n_prefix, dtype=real.dtype, device=self.device), real], dim=1)
             # logits at positions 0..width-2 predict tokens 1..width-1; the last position predicts nothing
