@@ -152,9 +152,9 @@ def edges_from_scores(scores: pd.DataFrame) -> dict[int, EdgeChoice]:
     for user, group in usable.groupby("user", sort=True):
         if len(group) < 2:
             continue
-        ordered = group.sort_values(["score", "rank"], ascending=[False, True], kind="stable")
-        liked = int(ordered["item"].iloc[0])
-        disliked = int(group.sort_values(["score", "rank"], ascending=[True, False], kind="stable")["item"].iloc[0])
+        # ranks are distinct within a user, so this order is total and its last row is the lowest score, worst rank
+        ordered = group.sort_values(["score", "rank"], ascending=[False, True])
+        liked, disliked = int(ordered["item"].iloc[0]), int(ordered["item"].iloc[-1])
         if liked != disliked:
             edges[int(user)] = EdgeChoice(liked=liked, disliked=disliked)
     return edges

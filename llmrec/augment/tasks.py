@@ -21,6 +21,7 @@ import pandas as pd
 from llmrec.augment import schemas
 from llmrec.augment.config import ATTRIBUTES, EDGES, PROFILES, AugmentConfig
 from llmrec.augment.context import movie_descriptions, training_histories, training_item_sets
+from llmrec.augment.scoring import ranked_candidates
 from llmrec.augment.validate import validate_attribute_answer, validate_edge_answer, validate_profile_answer
 from llmrec.prompts import PromptTemplate, load_template
 
@@ -127,12 +128,9 @@ def edge_tasks(
     movies = movie_descriptions(tables.items)
     histories = training_histories(tables.train, users, history_budget)
     known = training_item_sets(tables.train, users)
-    ranked = candidates.sort_values(["user", "rank"]).groupby("user")["item"].agg(list)
     tasks = []
-    for user in users:
-        candidate_items = [int(i) for i in ranked.get(user, [])]
-        if len(candidate_items) < 2:
-            continue  # nothing to choose between; counted by the caller as not requested
+    # users with fewer than 2 candidates have nothing to choose between: not requested
+    for user, candidate_items in ranked_candidates(candidates, users).items():
         history = _history_context(movies, histories[user])
         history_set = known[user]
         schema = schemas.edge_schema(len(candidate_items))
