@@ -9,13 +9,18 @@ The folder is written to a temporary directory and renamed into place, so an
 interrupted conversion never leaves a half-written model that later loads.
 Two processes converting the same file serialise on a lock file.
 
-Two tokenizer fixes are applied after `save_pretrained`, because the tokenizer
-transformers rebuilds from GGUF metadata round-trips badly:
+The tokenizer transformers rebuilds from GGUF metadata round-trips badly, so
+it is fixed after `save_pretrained`:
 - `tokenizer_config.json`: `tokenizer_class` -> `PreTrainedTokenizerFast`
   (the saved class name does not load in other transformers versions, e.g.
   the one inside vLLM's venv);
-- `tokenizer.json`: `decoder` -> a plain ByteLevel decoder (otherwise decoded
-  answers contain `Ċ` for every newline and `Ġ` for spaces).
+- byte-level BPE files (SmolLM2's): `tokenizer.json`'s `decoder` -> a plain
+  ByteLevel decoder (otherwise decoded answers contain `Ċ` for every newline
+  and `Ġ` for spaces);
+- SentencePiece files (Gemma's): the tokenizer model is rebuilt as the BPE it
+  is (`gguf_tokenizer`; transformers makes it a Unigram that mangles words).
+  Their folders and completion-store revisions carry `gguf_tokenizer.REBUILT_TAG`,
+  so nothing converted or scored through the old tokenizer is reused.
 
 Run `python -m llmrec.backends.gguf_convert [GGUF] [--models-dir DIR]` to
 convert ahead of time (scripts/setup-vllm does this for CI).
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +42,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmrec.backends.gguf_tokenizer import REBUILT_TAG, is_sentencepiece, rebuild_spm_tokenizer
 from llmrec.errors import ConfigError
 from llmrec.paths import llmrec_home
 
@@ -61,6 +68,13 @@ def is_gguf(path: str | Path) -> bool:
 
 
 def _sha256_prefix(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_prefix_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_prefix_of(path: str, size: int, mtime_ns: int) -> str:
+    """Hash each file version once per process (a Gemma GGUF is 250 MB; size and mtime key the version)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -71,7 +85,7 @@ def _sha256_prefix(path: Path) -> str:
 def converted_dir(gguf_path: Path, target_root: Path | None = None) -> Path:
     """The folder a GGUF file converts into (whether or not it exists yet)."""
     root = (target_root if target_root is not None else models_dir()).absolute()
-    return root / f"{gguf_path.stem}-{_sha256_prefix(gguf_path)}"
+    return root / f"{gguf_path.stem}-{gguf_revision(gguf_path).replace('+', '-')}"
 
 
 def is_converted(folder: Path) -> bool:
@@ -89,12 +103,14 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _fix_tokenizer(folder: Path) -> None:
+def _fix_tokenizer(gguf_path: Path, folder: Path) -> None:
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-
+    if is_sentencepiece(gguf_path):
+        rebuild_spm_tokenizer(gguf_path, folder)
+        return
     tokenizer_path = folder / "tokenizer.json"
     tokenizer = json.loads(tokenizer_path.read_text(encoding="utf-8"))
     tokenizer["decoder"] = {
@@ -119,16 +135,18 @@ def _convert_into(gguf_path: Path, folder: Path) -> None:
             setattr(tokenizer, attribute, tokenizer.convert_ids_to_tokens(token_id))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    _fix_tokenizer(folder)
+    _fix_tokenizer(gguf_path, folder)
 
 
 def gguf_revision(gguf_path: str | Path) -> str:
     """The GGUF's weights fingerprint (its sha256 prefix, as in its converted folder's name).
 
     Backends put it into the completion-store key, so answers of another file
-    under the same name are never served from the store.
+    under the same name are never served from the store. A SentencePiece file
+    adds the tokenizer rebuild's tag: its scores changed with the tokenizer.
     """
-    return converted_dir(Path(gguf_path)).name.rsplit("-", 1)[-1]
+    sha = _sha256_prefix(Path(gguf_path))
+    return f"{sha}+{REBUILT_TAG}" if is_sentencepiece(gguf_path) else sha
 
 
 def weights_folder(source: str) -> str:
@@ -152,7 +170,7 @@ def ensure_converted(gguf_path: str | Path, target_root: Path | None = None) -> 
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             _convert_into(gguf_path, staging)
-            marker = {"source": str(gguf_path), "sha256_prefix": folder.name.rsplit("-", 1)[-1]}
+            marker = {"source": str(gguf_path), "revision": gguf_revision(gguf_path)}
             (staging / DONE_MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
             if folder.exists():  # a leftover without the marker: incomplete, replace it
                 shutil.rmtree(folder)
