@@ -43,8 +43,6 @@ from llmrec.prompts import PromptTemplate, load_template
 
 #: Methods that ask the LLM for scores, and the template each renders.
 SCORING_TEMPLATES = {LIKELIHOOD: "edge_likelihood", PMI: "edge_likelihood", YESNO: "edge_yesno"}
-#: What separates a rendered prompt from the scored text after it.
-_SEPARATOR = {"edge_likelihood": " ", "edge_yesno": "\n"}
 YES, NO = " yes", " no"
 #: Columns of `edge_scores.parquet` (the control's has the first four).
 SCORE_COLUMNS = ("user", "item", "rank", "score", "conditional", "prior")
@@ -86,10 +84,12 @@ def scoring_plan(
 
     def ask(history: list[dict[str, Any]], item: int) -> tuple[int, ...]:
         blocks = template.render_blocks(history=history, movie=movies[item])
-        scored = blocks["candidate"] if name == "edge_likelihood" else blocks["question"]
-        texts = [scored] if name == "edge_likelihood" else [scored + YES, scored + NO]
         start = len(requests)
-        requests.extend(ScoreRequest(blocks["prompt"], _SEPARATOR[name] + text) for text in texts)
+        if name == "edge_likelihood":
+            requests.append(ScoreRequest(blocks["prompt"], " " + blocks["candidate"]))
+        else:  # the question ends the prompt, so both answers are one next token after one shared text
+            question = blocks["prompt"] + "\n" + blocks["question"]
+            requests.extend(ScoreRequest(question, answer) for answer in (YES, NO))
         return tuple(range(start, len(requests)))
 
     conditional = {}

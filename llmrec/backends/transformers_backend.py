@@ -25,16 +25,23 @@ augmentation pipeline records it as a failed answer).
 Sampling is seeded with `torch.manual_seed(seed)` before each batch, so a
 rerun of the same batch reproduces it; temperature 0 means greedy decoding.
 
-Scoring (`score_iter`) groups requests by prompt: each distinct prompt runs
-through the model once and its key/value cache is reused, expanded, for a
-batch of its continuations, so one user's ten candidates cost one history
-plus ten short titles. Only the logits that score a token are computed (a
-262k-token vocabulary, Gemma 3's, makes the rest dear).
+Scoring (`score_iter`) groups requests by prompt. A prompt with multi-token
+continuations (a user's history, then ten candidate titles) runs through the
+model once and its key/value cache is reused, expanded, for a batch of its
+continuations, so one user's ten candidates cost one history plus ten short
+titles. Prompts whose continuations are single tokens (the yes/no question
+about each candidate) need only each prompt's next-token distribution:
+consecutive prompts that share a prefix (one user's history) are batched,
+the shared prefix runs once, and each prompt's own tail runs beside the
+others on the expanded cache, so ten questions cost one history plus ten
+questions. Only the logits that score a token are computed (a 262k-token
+vocabulary, Gemma 3's, makes the rest dear).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import time
@@ -280,11 +287,56 @@ class TransformersBackend(Backend):
             return
         if self._model is None:
             self._load()
+        tokenizer = self._tokenizer
         by_prompt: dict[str, list[int]] = {}
         for index, request in enumerate(requests):
             by_prompt.setdefault(request.prompt, []).append(index)
+        next_token: list[_NextTokenPrompt] = []
         for prompt, indices in by_prompt.items():
-            yield from self._score_prompt(prompt, [requests[i].continuation for i in indices], indices)
+            continuations = [requests[i].continuation for i in indices]
+            ids = tokenizer(prompt, add_special_tokens=True, return_token_type_ids=False)["input_ids"]
+            suffixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
+            if len(ids) >= 2 and all(len(suffix) == 1 for suffix in suffixes) and not self._too_long(len(ids) + 1):
+                next_token.append(_NextTokenPrompt(ids, [suffix[0] for suffix in suffixes], indices))
+            else:
+                yield from self._score_prompt(prompt, continuations, indices)
+        for batch in _shared_prefix_batches(next_token, self.score_batch_size):
+            yield from self._score_next_tokens(batch)
+
+    def _too_long(self, n_tokens: int) -> bool:
+        limit = getattr(self._model.config, "max_position_embeddings", None)
+        return limit is not None and n_tokens > limit
+
+    def _score_next_tokens(self, batch: list[_NextTokenPrompt]) -> Iterator[tuple[int, Completion]]:
+        """log P(token | prompt) for prompts sharing a prefix: the prefix once, each prompt's tail beside the others."""
+        import torch
+
+        started = time.perf_counter()
+        # every prompt keeps at least one token of its own, whose position predicts the next token
+        shared = min(_common_prefix(batch), min(len(entry.ids) for entry in batch) - 1)
+        tails = [entry.ids[shared:] for entry in batch]
+        width = max(len(tail) for tail in tails)
+        pad = self._tokenizer.pad_token_id or 0
+        tokens = torch.tensor([tail + [pad] * (width - len(tail)) for tail in tails], device=self.device)
+        real = torch.tensor([[1] * len(tail) + [0] * (width - len(tail)) for tail in tails], device=self.device)
+        last = sorted({len(tail) - 1 for tail in tails})  # right padding: each row's last real position
+        with torch.inference_mode():
+            prefix = self._model(torch.tensor([batch[0].ids[:shared]], device=self.device), use_cache=True, logits_to_keep=1)
+            cache = prefix.past_key_values
+            cache.batch_repeat_interleave(len(batch))
+            mask = torch.cat([torch.ones(len(batch), shared, dtype=real.dtype, device=self.device), real], dim=1)
+            logits = self._model(
+                tokens, attention_mask=mask, past_key_values=cache, use_cache=True,
+                logits_to_keep=torch.tensor(last, device=self.device),
+            ).logits  # fmt: skip
+            rows = torch.arange(len(batch), device=self.device)
+            columns = torch.tensor([last.index(len(tail) - 1) for tail in tails], device=self.device)
+            logprobs = torch.log_softmax(logits[rows, columns].float(), dim=-1)
+        latency = time.perf_counter() - started
+        for row, entry in enumerate(batch):
+            for index, token in zip(entry.indices, entry.tokens):
+                value = float(logprobs[row, token])
+                yield index, Completion(score_text(value), SCORED, len(entry.ids), 1, latency)
 
     def _score_prompt(self, prompt: str, continuations: list[str], indices: list[int]) -> Iterator[tuple[int, Completion]]:
         """log P(continuation | prompt) for each continuation: the prompt once, its cache reused in batches."""
@@ -340,6 +392,46 @@ class TransformersBackend(Backend):
         self._model = None
         self._tokenizer = None
         self._grammars = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _NextTokenPrompt:
+    """A prompt whose continuations are single tokens, and the request index of each."""
+
+    ids: list[int]
+    tokens: list[int]
+    indices: list[int]
+
+
+def _common_prefix(batch: Sequence[_NextTokenPrompt]) -> int:
+    """How many leading tokens every prompt of `batch` shares."""
+    shared = len(batch[0].ids)
+    for entry in batch[1:]:
+        limit = min(shared, len(entry.ids))
+        shared = next((k for k in range(limit) if entry.ids[k] != batch[0].ids[k]), limit)
+    return shared
+
+
+def _shared_prefix_batches(prompts: Sequence[_NextTokenPrompt], size: int) -> Iterator[list[_NextTokenPrompt]]:
+    """Consecutive prompts in batches of at most `size`; a prompt starts a new batch when it would halve the shared prefix.
+
+    One user's yes/no questions share the user's history (hundreds of tokens)
+    and differ in the last few dozen; the next user's share only the header,
+    so the rule cuts batches where the users change.
+    """
+    batch: list[_NextTokenPrompt] = []
+    shared = 0
+    for entry in prompts:
+        if batch:
+            candidate = _common_prefix([batch[0], entry])
+            if len(batch) < size and 2 * min(candidate, shared) >= shared:
+                batch.append(entry)
+                shared = min(candidate, shared)
+                continue
+            yield batch
+        batch, shared = [entry], len(entry.ids)
+    if batch:
+        yield batch
 
 
 def _version(package: str) -> str:

@@ -201,3 +201,40 @@ def test_the_gemma_alias_is_the_assembled_gguf_and_its_revision_is_its_checksum(
         assert handle.read(4) == b"GGUF"
     backend = get_backend("transformers", model="gemma3-270m")
     assert backend.can_score and backend.model_revision.startswith(gguf_revision(str(path)))
+
+
+def _full_forward_logprob(backend, prompt: str, continuation: str) -> float:
+    """log P(continuation | prompt) from one plain forward of prompt + continuation: no cache, no batching."""
+    import torch
+
+    tokenizer = backend._tokenizer
+    prefix = tokenizer(prompt, add_special_tokens=True, return_token_type_ids=False)["input_ids"]
+    suffix = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = backend._model(torch.tensor([prefix + suffix])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(float(logprobs[len(prefix) - 1 + k, token]) for k, token in enumerate(suffix))
+
+
+def test_scores_equal_a_plain_forward_on_both_batched_paths(smollm2):
+    from llmrec.backends.base import SCORED, ScoreRequest, read_score
+
+    history = "Movies this user watched and liked:\n- Heat (1995)\n- Alien (1979)\n- Fargo (1996)\n"
+    other = "Movies this user watched and liked:\n- Toy Story (1995)\n"
+    titles = ["Casablanca (1942)", "The Matrix (1999), Action|Sci-Fi", "Up (2009)"]
+    # multi-token continuations after one prompt (likelihood), and prompts that end in a question whose
+    # answers are single tokens, two users' worth, so the shared-prefix batches are cut between users (yesno)
+    requests = [ScoreRequest(history + "Next:", " " + title) for title in titles]
+    for user in (history, other):
+        for title in titles:
+            question = f"{user}\nWould this user enjoy {title}? Answer yes or no.\nAnswer:"
+            requests += [ScoreRequest(question, " yes"), ScoreRequest(question, " no")]
+    answers = dict(smollm2.score_iter(requests))  # loads the model
+    assert all(len(smollm2._tokenizer(r.continuation, add_special_tokens=False)["input_ids"]) == 1 for r in requests[3:])
+    assert sorted(answers) == list(range(len(requests)))
+    assert {answer.finish_reason for answer in answers.values()} == {SCORED}
+    for index, request in enumerate(requests):
+        expected = _full_forward_logprob(smollm2, request.prompt, request.continuation)
+        assert read_score(answers[index]) == pytest.approx(expected, abs=1e-4), (index, request)
+    # the scores differ between questions, so the equality above compares real numbers
+    assert len({round(read_score(answers[i]), 3) for i in range(3, len(requests))}) > 6
