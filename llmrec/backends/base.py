@@ -172,8 +172,8 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
-    #: Whether `score_iter` is implemented (checked before any work is sent).
-    can_score: ClassVar[bool] = False
+    #: Whether `score_iter` works (checked before any work is sent); an instance may decide by its options.
+    can_score: bool = False
     #: The dataclass a family of backends takes as its `options` argument (the HTTP
     #: backends share `HTTPOptions`); `get_backend` gathers flat option keys that name
     #: its fields into it, so `--backend-option max_in_flight=64` stays flat.

@@ -367,6 +367,13 @@ class OpenAICompatibleBackend(ServedModelBackend):
             raise
 
     def _read_score(self, request: ScoreRequest, response: Any, url: str, latency: float) -> Completion:
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise BackendError(f"{self.name}: {url} sent a malformed completion ({type(exc).__name__}: {exc})") from None
+        return self.read_score_payload(request, payload, url, latency)
+
+    def read_score_payload(self, request: ScoreRequest, payload: Any, url: str, latency: float) -> Completion:
         """log P(continuation | prompt) from the echoed `logprobs`: the continuation is the prompt's tail.
 
         `tokens` / `token_logprobs` list the echoed prompt's tokens (the first
@@ -379,7 +386,6 @@ class OpenAICompatibleBackend(ServedModelBackend):
         two tokens decodes as "" and then the whole character).
         """
         try:
-            payload = response.json()
             logprobs = payload["choices"][0].get("logprobs") or {}
             tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
             usage = payload.get("usage") or {}

@@ -21,6 +21,13 @@ Two ways to run (`engine`):
   Ray on the cluster's GPUs, `tensor_parallel_size` each. Needs GPUs: on the
   CPU box it is untested (docs/scaling.md).
 
+Scoring (`edge_method` likelihood / pmi / yesno) goes through the `http`
+engine: the job's HTTP stage posts the http backends' own score bodies (echo +
+logprobs) to the servers' `/completions`, and the answers are read by the same
+code as theirs, so Ray scores equal the server's. `engine=vllm` cannot score
+(Ray's vLLM engine stage returns no prompt log-probabilities) and says so
+before any work is sent.
+
 All options are `--backend-option KEY=VALUE` (`ray_address=auto`, `replicas=4`,
 `batch_size=16`, `tensor_parallel_size=2`, `engine=vllm`).
 """
@@ -41,7 +48,7 @@ from typing import IO, Any
 
 from llmrec.backends import register_backend
 from llmrec.backends.aliases import resolve_model
-from llmrec.backends.base import ChatRequest, Completion, ServedModelBackend
+from llmrec.backends.base import ChatRequest, Completion, ScoreRequest, ServedModelBackend
 from llmrec.backends.gguf_convert import gguf_revision, is_gguf, weights_folder
 from llmrec.backends.http_client import OpenAICompatibleBackend, normalise_base_url
 from llmrec.backends.vllm_server import EngineSettings, VLLMServer, default_vllm_python, start_failure_cause
@@ -94,6 +101,8 @@ class RayBackend(ServedModelBackend):
             logger.warning("ray: replicas and tensor_parallel_size apply to the servers llmrec starts or to engine=vllm; "
                            "with --base-url each given server is one replica")  # fmt: skip
         self.engine = engine
+        #: Scores go through the servers' /completions (echo + logprobs); Ray's vLLM engine stage has no such answer.
+        self.can_score = engine == "http"
         self.ray_address = ray_address
         self.replicas = _positive("replicas", replicas)
         self.batch_size = _positive("batch_size", batch_size)
@@ -190,13 +199,31 @@ class RayBackend(ServedModelBackend):
         return BackendError(f"ray job {what} (exit code {code}): {cause or 'no cause in its log'}; see {self.log_path}")
 
     def generate_iter(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        if not requests:
+        bodies = (self._bodies.request_body(request, schema_in_prompt=False) for request in requests)
+        for index, record in self._run(bodies, len(requests), "chat/completions"):
+            yield index, Completion(record["text"], record["finish_reason"], record["prompt_tokens"],
+                                    record["completion_tokens"], record["latency_s"])  # fmt: skip
+
+    def score_iter(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Completion]]:
+        """Scores as the http backends get them (echo + logprobs on /completions), sent by Ray's HTTP stage."""
+        if not self.can_score:
+            raise BackendError("ray backend: engine=vllm cannot score (Ray's vLLM engine stage returns no prompt "
+                               "log-probabilities); use engine=http, or edge_method = \"choose\"")  # fmt: skip
+        bodies = (self._bodies.score_body(request) for request in requests)
+        for index, record in self._run(bodies, len(requests), "completions"):
+            payload = json.loads(record["text"])
+            yield index, self._bodies.read_score_payload(requests[index], payload, "the ray job", record["latency_s"])
+
+    def _run(self, bodies: Iterator[dict[str, Any]], count: int, endpoint: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Send one batch of request bodies to `endpoint` through the job; yield (index, answer record) as they come."""
+        if not count:
             return
         if self._job is None or self._job.poll() is not None:
             self._job = self._start_job()
         job = self._job
         assert job.stdin is not None
-        writer = threading.Thread(target=self._send, args=(job.stdin, requests), name="llmrec-ray-send", daemon=True)
+        writer = threading.Thread(target=self._send, args=(job.stdin, bodies, endpoint), name="llmrec-ray-send",
+                                  daemon=True)  # fmt: skip
         writer.start()
         finished = False
         try:
@@ -205,12 +232,11 @@ class RayBackend(ServedModelBackend):
                 if "done" in record:
                     break
                 answered += 1
-                yield record["index"], Completion(record["text"], record["finish_reason"], record["prompt_tokens"],
-                                                  record["completion_tokens"], record["latency_s"])  # fmt: skip
+                yield record["index"], record
             else:
-                raise self._failure(job, f"stopped after {answered} of {len(requests)} answers")
-            if answered != len(requests):
-                raise BackendError(f"ray job answered {answered} of {len(requests)} requests; see {self.log_path}")
+                raise self._failure(job, f"stopped after {answered} of {count} answers")
+            if answered != count:
+                raise BackendError(f"ray job answered {answered} of {count} requests; see {self.log_path}")
             finished = True
         finally:
             writer.join()
@@ -247,13 +273,12 @@ class RayBackend(ServedModelBackend):
             stdout.close()
             lines.put(None)
 
-    def _send(self, stdin: IO[str], requests: Sequence[ChatRequest]) -> None:
+    def _send(self, stdin: IO[str], bodies: Iterator[dict[str, Any]], endpoint: str) -> None:
         """Write the batch and its end mark (from a thread, so a full pipe never blocks the reader)."""
         try:
-            for index, request in enumerate(requests):
-                body = self._bodies.request_body(request, schema_in_prompt=False)
+            for index, body in enumerate(bodies):
                 stdin.write(json.dumps({"index": index, "body": body}, ensure_ascii=False) + "\n")
-            stdin.write('{"end": true}\n')
+            stdin.write(json.dumps({"end": True, "endpoint": endpoint}) + "\n")
             stdin.flush()
         except (BrokenPipeError, ValueError):  # the job died (or was stopped); the reader reports why
             pass

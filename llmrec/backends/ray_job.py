@@ -6,12 +6,14 @@ and talks JSON lines over the pipes. It imports only the standard library
 and Ray, never llmrec.
 
 stdin: one line of job settings, then batches: one line per request
-`{"index": i, "body": <OpenAI chat-completions body>}` and `{"end": true}`
-after each batch; EOF ends the job. One process (one Ray start) serves every
-batch of a run.
+`{"index": i, "body": <OpenAI request body>}` and `{"end": true, "endpoint":
+"chat/completions" | "completions"}` after each batch (chat answers, or
+scores: an echoed prompt with its log-probabilities); EOF ends the job. One
+process (one Ray start) serves every batch of a run.
 stdout: one line per answer as Ray Data hands it back
 `{"index": i, "text": ..., "finish_reason": ..., "prompt_tokens": n,
-"completion_tokens": n, "latency_s": s}`, flushed at once, so the caller can
+"completion_tokens": n, "latency_s": s}` (for `completions`, `text` is the
+server's whole JSON answer, read by the caller), flushed at once, so the caller can
 commit each answer to its completion store while the job goes on (`latency_s`:
 from the request's pre-processing to its answer's post-processing in the
 pipeline), and `{"done": n}` after a batch. Logs go to stderr. The job stops when its parent
@@ -39,6 +41,8 @@ from typing import IO, Any
 
 logger = logging.getLogger("llmrec.ray_job")
 _ANSWER_FIELDS = ("index", "text", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s")
+#: The OpenAI endpoint of chat answers (the other: "completions", for scores).
+CHAT = "chat/completions"
 #: Where answer lines go (set by `main`: the original stdout).
 _ANSWERS: IO[str] = sys.stdout
 
@@ -59,13 +63,13 @@ def _sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _read_batch() -> list[dict[str, Any]] | None:
-    """The next batch of requests, or None at EOF."""
+def _read_batch() -> tuple[list[dict[str, Any]], str] | None:
+    """The next batch of requests and the endpoint they go to, or None at EOF."""
     rows = []
     for line in sys.stdin:
         record = json.loads(line)
         if record.get("end"):
-            return rows
+            return rows, record.get("endpoint", CHAT)
         rows.append(record)
     return None
 
@@ -86,7 +90,7 @@ def _emit(record: dict[str, Any]) -> None:
     _ANSWERS.flush()
 
 
-def _http_processors(settings: dict[str, Any], dataset_for: Any) -> list[Any]:
+def _http_processors(settings: dict[str, Any], dataset_for: Any, endpoint: str) -> list[Any]:
     """One HTTP-request processor per server, each applied to its shard of the prompts."""
     from ray.data import ActorPoolStrategy
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
@@ -98,9 +102,11 @@ def _http_processors(settings: dict[str, Any], dataset_for: Any) -> list[Any]:
         answer = row["http_response"]
         choice = answer["choices"][0]
         usage = answer.get("usage") or {}
+        chat = endpoint == CHAT
         return {
             "index": row["index"],
-            "text": choice["message"]["content"] or "",
+            # a score is read from the echoed log-probabilities by the caller, with the http backend's code
+            "text": (choice["message"]["content"] or "") if chat else json.dumps(answer),
             "finish_reason": choice.get("finish_reason") or "unknown",
             "prompt_tokens": int(usage.get("prompt_tokens", 0)),
             "completion_tokens": int(usage.get("completion_tokens", 0)),
@@ -114,7 +120,7 @@ def _http_processors(settings: dict[str, Any], dataset_for: Any) -> list[Any]:
         if dataset is None:  # fewer prompts than servers
             continue
         config = HttpRequestProcessorConfig(
-            url=f"{url}/chat/completions",
+            url=f"{url}/{endpoint}",
             batch_size=settings["batch_size"],
             concurrency=settings["replicas"],
             max_retries=settings["max_retries"],
@@ -132,8 +138,10 @@ def _http_processors(settings: dict[str, Any], dataset_for: Any) -> list[Any]:
     return processed
 
 
-def _engine_processor(settings: dict[str, Any], dataset_for: Any) -> list[Any]:
-    """Ray Data's vLLM engine stage: `replicas` engines, each on `tensor_parallel_size` devices."""
+def _engine_processor(settings: dict[str, Any], dataset_for: Any, endpoint: str) -> list[Any]:
+    """Ray Data's vLLM engine stage: `replicas` engines, each on `tensor_parallel_size` devices (chat only)."""
+    if endpoint != CHAT:
+        raise ValueError(f"the vLLM engine stage answers chat requests only, not {endpoint}")
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +192,7 @@ def start_ray(settings: dict[str, Any]) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def run_batch(settings: dict[str, Any], rows: list[dict[str, Any]]) -> int:
+def run_batch(settings: dict[str, Any], rows: list[dict[str, Any]], endpoint: str) -> int:
     """Run one batch through the processor and stream its answers to stdout; returns how many."""
     import ray.data
 
@@ -199,7 +207,7 @@ def run_batch(settings: dict[str, Any], rows: list[dict[str, Any]]) -> int:
         return ray.data.from_items(part, override_num_blocks=max(1, -(-len(part) // settings["batch_size"])))
 
     build = _http_processors if settings["mode"] == "http" else _engine_processor
-    processed = build(settings, dataset_for)
+    processed = build(settings, dataset_for, endpoint)
     dataset = processed[0].union(*processed[1:]) if len(processed) > 1 else processed[0]
     written = 0
     for answer in dataset.iter_rows():
@@ -219,9 +227,10 @@ def main() -> int:
 
     start_ray(settings)
     try:
-        while (rows := _read_batch()) is not None:
+        while (batch := _read_batch()) is not None:
+            rows, endpoint = batch
             started = time.perf_counter()
-            written = run_batch(settings, rows) if rows else 0
+            written = run_batch(settings, rows, endpoint) if rows else 0
             logger.info("ray job: %d answers in %.1f s", written, time.perf_counter() - started)
             _emit({"done": written})
     finally:

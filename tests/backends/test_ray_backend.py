@@ -162,3 +162,36 @@ def test_missing_vllm_venv_is_named(tmp_path: Path) -> None:
     backend = get_backend("ray", model="smollm2-135m", base_url="http://127.0.0.1:9/v1", python=str(tmp_path / "none"))
     with pytest.raises(ConfigError, match="vLLM python not found at .*make setup-vllm"):
         list(backend.generate_iter([ChatRequest(({"role": "user", "content": "hi"},))]))
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
+def test_ray_scores_equal_the_servers_own(vllm_server, vllm_python: Path) -> None:
+    """Scores through the Ray job's HTTP stage are the vLLM server's, read by the http backend's code."""
+    from llmrec.backends.base import SCORED, read_score
+    from tests.backends.test_scoring_http import REQUESTS
+
+    ray = get_backend("ray", model=vllm_server.served_name, base_url=vllm_server.base_url, python=str(vllm_python))
+    direct = get_backend("vllm", model=vllm_server.served_name, base_url=vllm_server.base_url)
+    try:
+        through_ray = dict(ray.score_iter(REQUESTS))
+    finally:
+        ray.close()
+    served = dict(direct.score_iter(REQUESTS))
+    assert sorted(through_ray) == sorted(served) == list(range(len(REQUESTS)))
+    assert {completion.finish_reason for completion in through_ray.values()} == {SCORED}
+    for index in range(len(REQUESTS)):
+        # the same server, the same requests: equal up to the server's batching (float32 rounding)
+        assert read_score(through_ray[index]) == pytest.approx(read_score(served[index]), abs=1e-3), REQUESTS[index]
+    assert len({round(read_score(completion), 2) for completion in through_ray.values()}) > 3
+
+
+def test_the_engine_stage_refuses_to_score_before_any_work() -> None:
+    from llmrec.backends.base import ScoreRequest
+    from llmrec.errors import BackendError
+
+    backend = get_backend("ray", model="Qwen/Qwen2.5-7B-Instruct", engine="vllm", device="cuda")
+    assert not backend.can_score and get_backend("ray", model="smollm2-135m", base_url="http://127.0.0.1:9/v1").can_score
+    with pytest.raises(BackendError, match="engine=vllm cannot score"):
+        list(backend.score_iter([ScoreRequest("a prompt", " a continuation")]))
+    assert backend._job is None  # nothing was started
