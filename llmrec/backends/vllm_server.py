@@ -193,19 +193,20 @@ class VLLMServer:
         ]  # fmt: skip
         return args + self.engine.server_args() + self.extra_args
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, cores: int | None = None) -> dict[str, str]:
         """The server's environment: ours, plus a small KV cache and, on a small CPU box, every core.
 
         vLLM-CPU keeps one core for its scheduler process and runs the model's
         threads on the rest: on 2 cores that is one core for the model. Given
         both (scheduler sharing them), full-coverage edge prompts went from
         0.44 to 0.59 prompts/s here (1.35x). Up to `SMALL_CPU_CORES` cores the
-        server gets them all; a value the caller set wins either way.
+        server gets them all; a value the caller set wins either way. `cores`
+        is the box's usable core count (default: this process's CPU affinity).
         """
         env = dict(os.environ)
         if self.engine.device == "cpu":
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GB of KV cache; vLLM's CPU default takes much more
-            if len(os.sched_getaffinity(0)) <= SMALL_CPU_CORES:
+            if (len(os.sched_getaffinity(0)) if cores is None else cores) <= SMALL_CPU_CORES:
                 env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         return env
 

@@ -16,7 +16,7 @@ import pytest
 
 from llmrec.augment.config import AugmentConfig, parse_backend_options
 from llmrec.backends import get_backend
-from llmrec.backends.vllm_server import SMALL_CPU_CORES, EngineSettings, VLLMServer
+from llmrec.backends.vllm_server import EngineSettings, VLLMServer
 from llmrec.errors import ConfigError
 
 
@@ -34,17 +34,30 @@ def test_cpu_server_command_is_float32_and_eager_with_a_small_kv_cache() -> None
     assert server.environment()["VLLM_CPU_KVCACHE_SPACE"]
 
 
-def test_cpu_server_on_a_small_box_runs_the_model_on_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("cores", "reserved"), [(1, "0"), (2, "0"), (4, "0"), (5, None), (64, None)])
+def test_cpu_server_on_a_small_box_runs_the_model_on_every_core(
+    monkeypatch: pytest.MonkeyPatch, cores: int, reserved: str | None
+) -> None:
+    """Up to 4 cores vLLM-CPU keeps none for its scheduler; a bigger box keeps vLLM's own default."""
     monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
     server = VLLMServer("/models/m", "m", python="/venv/bin/python", port=8123)
-    cores = len(os.sched_getaffinity(0))
-    reserved = server.environment().get("VLLM_CPU_NUM_OF_RESERVED_CPU")
-    assert reserved == ("0" if cores <= SMALL_CPU_CORES else None), (cores, reserved)
-    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")  # the caller's choice wins
-    assert server.environment()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
+    assert server.environment(cores=cores).get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")  # the caller's choice wins on any box
+    assert server.environment(cores=cores)["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
     cuda = VLLMServer("/models/m", "m", python="/venv/bin/python", engine=EngineSettings(device="cuda"))
     monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU")
-    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cuda.environment()
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cuda.environment(cores=cores)
+
+
+@pytest.mark.parametrize(("usable", "reserved"), [({0, 1}, "0"), (set(range(16)), None)])
+def test_cpu_server_counts_the_cores_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch, usable: set[int], reserved: str | None
+) -> None:
+    """Without a count, the rule reads the CPU affinity (what `taskset` or a container's cpuset leaves), not the machine."""
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: usable)
+    server = VLLMServer("/models/m", "m", python="/venv/bin/python", port=8123)
+    assert server.environment().get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
 
 
 def test_cuda_server_command_uses_the_model_dtype_cuda_graphs_and_the_parallel_options(
