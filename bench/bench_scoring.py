@@ -1,4 +1,4 @@
-"""Edge scoring speed: the transformers backend in-process vs a vLLM-CPU server, on real requests.
+"""Edge scoring speed per backend: transformers (SmolLM2, Gemma), a vLLM-CPU server, Ray's HTTP stage.
 
 Scoring asks one question per candidate (`llmrec.augment.scoring`): for
 `likelihood` one request per (user, candidate), log P(title | history); for
@@ -9,10 +9,13 @@ users of ml-latest-small, and each backend answers the same ones:
 - `transformers`: SmolLM2-135M in this process, float32, 1 thread; it runs each
   distinct prompt (a user's history) once and reuses its key/value cache for
   that user's candidates;
+- `gemma`: the same, with Gemma 3 270M (262k-token vocabulary);
 - `vllm`: a vLLM-CPU 0.32 server started here for SmolLM2 (float32,
   --enforce-eager, both cores), 32 requests in flight; every request is
   prompt + continuation in full, since vLLM skips its prefix cache for
-  requests that ask for prompt log-probabilities.
+  requests that ask for prompt log-probabilities;
+- `ray`: the `ray` backend's HTTP stage (a local Ray) against the same kind
+  of server.
 
 Candidates are each user's 10 most popular training items that the user has
 not rated in training (no base model is trained here; the speed of scoring does
@@ -25,7 +28,7 @@ server answers ~1.3 scores/s, so 20 users (600 pair requests for the two
 methods) would take it ~8 min alone. The content-free requests are timed on
 `--prior-items` items and extrapolated.
 
-Run: `python -m bench scoring [--users 10] [--backends transformers,vllm]`
+Run: `python -m bench scoring [--users 10] [--backends transformers,gemma,vllm,ray]`
 (writes bench/results/scoring.md).
 """
 
@@ -154,30 +157,37 @@ def measure(name: str, backend: Backend, work: Workload) -> Measurement:
     return measurement
 
 
-def run_transformers(methods: dict[str, Workload], batch_size: int) -> list[Measurement]:
+def run_transformers(methods: dict[str, Workload], batch_size: int, model: str = MODEL) -> list[Measurement]:
     import torch
 
     torch.set_num_threads(1)
-    backend = get_backend("transformers", model=MODEL, batch_size=batch_size)
+    backend = get_backend("transformers", model=model, score_batch_size=batch_size)
+    name = "transformers" if model == MODEL else f"transformers ({model})"
     try:
         work = next(iter(methods.values()))
         list(backend.score_iter([work.plan.requests[work.pairs[0]]]))  # load + warm-up, not measured
-        return [measure("transformers", backend, work) for work in methods.values()]
+        return [measure(name, backend, work) for work in methods.values()]
     finally:
         backend.close()
 
 
-def run_vllm(methods: dict[str, Workload], concurrency: int) -> list[Measurement]:
+def run_served(methods: dict[str, Workload], concurrency: int, through_ray: bool) -> list[Measurement]:
+    """SmolLM2 on a vLLM-CPU server started here, through the `vllm` backend or the `ray` backend's HTTP stage."""
     from llmrec.backends.gguf_convert import ensure_converted
     from llmrec.backends.vllm_server import VLLMServer
     from llmrec.bundled import smollm2_gguf_path
 
     with VLLMServer(ensure_converted(smollm2_gguf_path()), MODEL) as server:
-        backend = get_backend("vllm", model=MODEL, base_url=server.base_url, max_in_flight=concurrency)
+        if through_ray:  # Ray Data keeps batches_in_flight x batch_size requests at the server
+            backend = get_backend("ray", model=MODEL, base_url=server.base_url, batch_size=4,
+                                  batches_in_flight=max(1, concurrency // 4))  # fmt: skip
+        else:
+            backend = get_backend("vllm", model=MODEL, base_url=server.base_url, max_in_flight=concurrency)
         work = next(iter(methods.values()))
-        list(backend.score_iter([work.plan.requests[i] for i in work.pairs[:2]]))  # the checked first answer + warm-up
+        list(backend.score_iter([work.plan.requests[i] for i in work.pairs[:2]]))  # first answer, Ray's start, warm-up
         try:
-            return [measure("vllm server", backend, work) for work in methods.values()]
+            return [measure("ray (http stage)" if through_ray else "vllm server", backend, work)
+                    for work in methods.values()]  # fmt: skip
         finally:
             backend.close()
 
@@ -186,9 +196,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=10, help="first N users of ml-latest-small (609 in all)")
     parser.add_argument("--prior-items", type=int, default=10, help="content-free requests of this many items are timed")
-    parser.add_argument("--backends", default="transformers,vllm", help="comma-separated: transformers, vllm")
+    parser.add_argument("--backends", default="transformers,gemma,vllm,ray",
+                        help="comma-separated: transformers (SmolLM2), gemma (Gemma 3 270M, transformers), vllm, ray")
     parser.add_argument("--concurrency", type=int, default=32, help="vLLM requests in flight")
-    parser.add_argument("--batch-size", type=int, default=8, help="transformers continuations per forward pass")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="transformers continuations (or prompts sharing a prefix) per forward pass")
     parser.add_argument("--run", type=Path, help="a prepared run to reuse (default: prepare one in a temporary folder)")
     args = parser.parse_args(argv if argv is not None else [])
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
@@ -204,23 +216,30 @@ def main(argv: list[str] | None = None) -> None:
     results: list[Measurement] = []
     if "transformers" in backends:
         results += run_transformers(methods, args.batch_size)
+    if "gemma" in backends:
+        results += run_transformers(methods, args.batch_size, model="gemma3-270m")
     if "vllm" in backends:
-        results += run_vllm(methods, args.concurrency)
+        results += run_served(methods, args.concurrency, through_ray=False)
+    if "ray" in backends:
+        results += run_served(methods, args.concurrency, through_ray=True)
     write_text(RESULTS, report(results, methods, args, load_before, os.getloadavg()))
     print(f"wrote {RESULTS}")
 
 
 def _agreement(results: list[Measurement]) -> list[str]:
-    """The largest |vLLM - transformers| score over the requests both scored (the same model: float noise)."""
+    """The largest |served - transformers| SmolLM2 score over the requests both scored (the same model: float noise)."""
     lines = []
     for method in (LIKELIHOOD, YESNO):
-        pair = [m for m in results if m.method == method]
-        if len(pair) < 2:
+        same_model = [m for m in results if m.method == method and "gemma" not in m.backend]
+        if len(same_model) < 2 or same_model[0].backend != "transformers":
             continue
-        first, second = pair[0].logprobs, pair[1].logprobs
-        gaps = [abs(first[i] - second[i]) for i in first if first[i] is not None and second.get(i) is not None]
-        if gaps:
-            lines.append(f"- {method}: {len(gaps)} requests scored by both; largest |difference| {max(gaps):.1e} nats")
+        first = same_model[0].logprobs
+        for other in same_model[1:]:
+            second = other.logprobs
+            gaps = [abs(first[i] - second[i]) for i in first if first[i] is not None and second.get(i) is not None]
+            if gaps:
+                lines.append(f"- {method}, {other.backend} vs transformers: {len(gaps)} requests scored by both; "
+                             f"largest |difference| {max(gaps):.1e} nats")  # fmt: skip
     return lines
 
 
@@ -252,9 +271,11 @@ def report(
             f"`python -m bench scoring --users {args.users} --prior-items {args.prior_items} --backends {args.backends}` "
             f"on {cpu_name()}, {os.cpu_count()} cores, `OMP_NUM_THREADS=1`; load average {load_before[0]:.1f} before "
             f"and {load_after[0]:.1f} after (other jobs on the machine slow every row). The transformers backend ran "
-            f"in this process with 1 torch thread, batch {args.batch_size}; the vLLM-CPU 0.32 server (float32, "
-            "--enforce-eager, prefix caching on but unused by scoring, its model threads bound to both cores by vLLM) "
-            f"got {args.concurrency} requests in flight through the `vllm` backend.",
+            f"in this process with 1 torch thread, score batch {args.batch_size}, SmolLM2-135M (and Gemma 3 270M in "
+            "the `gemma` rows); the vLLM-CPU 0.32 server of SmolLM2 (float32, --enforce-eager, prefix caching on but "
+            "unused by scoring, its model threads bound to both cores by vLLM) got "
+            f"{args.concurrency} requests in flight through the `vllm` backend, and as many through the `ray` "
+            "backend's HTTP stage (a local Ray, batches of 4).",
             "",
             f"Requests: `scoring_plan` for the first {args.users} users of ml-latest-small (history budget 20 titles), "
             f"candidates = each user's {CANDIDATES} most popular unseen training items (no base model is trained for "
@@ -273,13 +294,15 @@ def report(
             "(docs/results.md, the full-coverage run: 1,827 prompts, ~775 prompt / ~18 answer tokens, 0.59 prompts/s "
             "on the idle box with prefix caching); the rows here ran on a loaded box, so they are pessimistic against it.",
             "",
-            "Same model, two engines (float32 both):",
+            "Same model (SmolLM2), other engines (float32 all):",
             *(_agreement(results) or ["- (one backend only)"]),
             "",
-            "Why the two differ: the transformers backend computes a user's history once and reuses its key/value "
-            "cache for that user's continuations (and the content-free prompt once for every item); the server "
-            "computes history + continuation for every request (vLLM skips its prefix cache for requests asking "
-            "for prompt log-probabilities), so a `likelihood` user costs it ~10 histories and a `yesno` user ~20.",
+            "Why they differ: the transformers backend computes a user's history once and reuses its key/value "
+            "cache for that user's continuations (`likelihood`) or question tails (`yesno`: the question ends the "
+            "prompt and prompts that share the history are batched on it), and the content-free prompt once for "
+            "every item; the server computes history + continuation for every request (vLLM skips its prefix cache "
+            "for requests asking for prompt log-probabilities), so a `likelihood` user costs it ~10 histories and a "
+            "`yesno` user ~20. Ray's HTTP stage sends the server the same requests.",
             "",
         ]
     )
