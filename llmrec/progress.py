@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from llmrec.errors import ConfigError
@@ -65,8 +65,11 @@ class Progress:
     """Counts done / total (and valid, when asked) for one long loop; shows them as a bar or as log lines.
 
     `terminal=None` asks whether stderr is a terminal. `count_valid=True`
-    adds "N valid" to the line (augmentation answers). Use as a context
-    manager, or call `close()`.
+    adds "N valid" to the line (augmentation answers). `clock` gives the
+    seconds that rates, time left and the final line's duration are measured
+    in (default `time.monotonic`; tests pass a fake one); the timer thread
+    waits `interval_s` of real time between lines either way. Use as a
+    context manager, or call `close()`.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Progress:
         interval_s: float | None = None,
         terminal: bool | None = None,
         count_valid: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total = total
         self.desc = desc
@@ -89,7 +93,8 @@ class Progress:
         self.valid = 0
         self.postfix: dict[str, Any] = {}
         self.lines = 0
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
         self._first_work: float | None = None
         self._first_burst = 0
         self._lock = threading.Lock()
@@ -113,7 +118,7 @@ class Progress:
             if free:
                 self.free += n
             else:
-                now = time.monotonic()
+                now = self._clock()
                 if self._first_work is None:
                     self._first_work = now
                 if now - self._first_work <= _BURST_S:
@@ -134,7 +139,7 @@ class Progress:
         """The current state in one line (what the log shows)."""
         with self._lock:
             done, free, valid, postfix = self.done, self.free, self.valid, dict(self.postfix)
-        elapsed = time.monotonic() - self._started
+        elapsed = self._clock() - self._started
         parts = [f"{done}/{self.total} {self.unit}s" + (f" ({done / self.total:.0%})" if self.total else "")]
         if free:
             parts.append(f"{free} from the store")
@@ -156,7 +161,7 @@ class Progress:
         with self._lock:
             first, burst = self._first_work, self._first_burst
         if first is not None and worked > burst:
-            return (worked - burst) / max(time.monotonic() - first, 1e-9)
+            return (worked - burst) / max(self._clock() - first, 1e-9)
         return worked / elapsed if elapsed > 0 else 0.0
 
     def _tick(self) -> None:
@@ -175,7 +180,7 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self.lines or time.monotonic() - self._started >= self.interval_s:
+        if self.lines or self._clock() - self._started >= self.interval_s:
             logger.info("%s", self.line())
 
     def __enter__(self) -> Progress:
