@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -262,3 +263,222 @@ def test_a_failed_answer_is_not_stored_and_the_next_run_asks_again(tmp_path):
         assert (second.usage.generated, second.usage.failures) == (3, 0)
         third = store.generate(backend, requests)
     assert third.usage.cache_hits == 3 and len(backend.asked) == 6  # stored answers are final: asked twice each
+
+
+# --- leases: a slow generation keeps its claim while it heartbeats, and loses it when the heartbeat stops ---------
+
+LEASE_S = 2.0  # the heartbeat renews every LEASE_S / 3: a holder is late only if it stalls for 2/3 of a lease
+LEASE_QUESTION = "Name a mountain."
+
+#: The holder: a process whose backend answers only once the test creates the `release` file.
+_HOLDER = r"""
+import json, sys, time
+from pathlib import Path
+from llmrec.backends.base import Backend, ChatRequest, Completion, SamplingParams
+from llmrec.backends.store import CompletionStore
+
+path, release, lease_s, question = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+
+
+class Slow(Backend):
+    name = "lease-test"
+
+    @property
+    def model_id(self):
+        return "lease-test"
+
+    def generate_iter(self, requests):
+        while not release.exists():  # slower than any lease: answers when the test says so
+            time.sleep(0.02)
+        for index, _ in enumerate(requests):
+            yield index, Completion("answer of " + store.owner, "stop", 1, 1, 0.0)
+
+
+store = CompletionStore(path, lease_s=lease_s)
+print(store.owner, flush=True)
+request = ChatRequest(({"role": "user", "content": question},), SamplingParams(temperature=0.0, max_tokens=6, seed=0))
+result = store.generate(Slow(), [request])
+print(json.dumps({"text": result.completions[0].text, "generated": result.usage.generated}), flush=True)
+"""
+
+
+class _Instant(Backend):
+    """The taker's backend (the holder's name and model, so the same key): answers at once, records each question."""
+
+    name = "lease-test"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @property
+    def model_id(self) -> str:
+        return "lease-test"
+
+    def generate_iter(self, requests):
+        for index, request in enumerate(requests):
+            self.asked.append(request.messages[-1]["content"])
+            yield index, Completion("answer of the taker", "stop", 1, 1, 0.0)
+
+
+class _WatchedStore(CompletionStore):
+    """A store that records when each of its claim attempts ended and what it claimed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts: list[tuple[float, list[str]]] = []
+
+    def _claim(self, pending):
+        mine, foreign = super()._claim(pending)
+        self.attempts.append((time.time(), mine))
+        return mine, foreign
+
+
+class _Taker(threading.Thread):
+    """A second store on the same file (own connection, own owner) asking the holder's question."""
+
+    def __init__(self, path, backend: Backend) -> None:
+        super().__init__(daemon=True)
+        self.path, self.backend = path, backend
+        self.attempts: list[tuple[float, list[str]]] = []
+        self.result = None
+        self.owner = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with _WatchedStore(self.path, lease_s=LEASE_S, poll_s=0.05) as store:
+                self.owner, self.attempts = store.owner, store.attempts
+                self.result = store.generate(self.backend, [chat(LEASE_QUESTION)])
+        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+            self.error = exc
+
+
+def _start_holder(path, release) -> tuple[subprocess.Popen, str]:
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path), str(release), str(LEASE_S), LEASE_QUESTION],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    owner = holder.stdout.readline().strip()
+    assert owner, holder.communicate(timeout=60)[1][-3000:]
+    return holder, owner
+
+
+def _claim_of(path, key: str):
+    conn = sqlite3.connect(path, timeout=60)
+    try:
+        return conn.execute("SELECT owner, pid, lease_until FROM claims WHERE key = ?", (key,)).fetchone()
+    finally:
+        conn.close()
+
+
+def _wait_for_claim(path, key: str, holder: subprocess.Popen, owner: str) -> float:
+    """The lease_until of the holder's claim on `key` as first seen (every later value is at least as late)."""
+    deadline = time.monotonic() + 120
+    while (claim := _claim_of(path, key)) is None:
+        assert holder.poll() is None, holder.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the holder never claimed the key"
+        time.sleep(0.02)
+    assert claim[:2] == (owner, holder.pid)
+    return claim[2]
+
+
+def _stored(path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(path, timeout=60)
+    try:
+        return conn.execute("SELECT text, owner FROM completions").fetchall()
+    finally:
+        conn.close()
+
+
+def _end(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def test_a_generation_slower_than_its_lease_keeps_its_claim_while_it_heartbeats(tmp_path):
+    """The holder answers after several leases; the taker asks all along and must wait for its answer."""
+    path, release = tmp_path / "store.sqlite", tmp_path / "release"
+    CompletionStore(path).close()
+    backend = _Instant()
+    key = request_key(backend, chat(LEASE_QUESTION))
+    holder, owner = _start_holder(path, release)
+    try:
+        first_lease = _wait_for_claim(path, key, holder, owner)
+        taker = _Taker(path, backend)
+        taker.start()
+        # Let the taker ask until two full leases past the holder's first one have run out (or until it answers,
+        # which it may only do if the holder's lease lapsed), then let the holder answer.
+        deadline = time.monotonic() + 120
+        while taker.is_alive() and not any(at > first_lease + 2 * LEASE_S for at, _ in taker.attempts):
+            assert time.monotonic() < deadline, "the taker stopped asking"
+            time.sleep(0.05)
+        release.touch()
+        taker.join(timeout=120)
+        assert not taker.is_alive() and taker.error is None, taker.error
+        out, err = holder.communicate(timeout=120)
+    finally:
+        release.touch()
+        _end(holder)
+    assert holder.returncode == 0, err[-3000:]
+    late = [mine for at, mine in taker.attempts if at > first_lease]
+    assert all(mine == [] for mine in late), "the claim was taken over while its holder's heartbeat renewed it"
+    assert len(late) >= 2  # the taker did ask after the holder's first lease had run out
+    assert backend.asked == []  # answered once, by the holder only
+    assert json.loads(out.splitlines()[-1]) == {"text": f"answer of {owner}", "generated": 1}
+    assert taker.result.completions[0].text == f"answer of {owner}" and taker.result.completions[0].cached
+    assert (taker.result.usage.generated, taker.result.usage.cache_hits) == (0, 1)
+    assert _stored(path) == [(f"answer of {owner}", owner)]
+
+
+def _stop_outside_a_transaction(process: subprocess.Popen, path) -> None:
+    """SIGSTOP `process` (alive, its heartbeat frozen) at a moment it holds no write lock on the store."""
+    for _ in range(50):
+        os.kill(process.pid, signal.SIGSTOP)
+        probe = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # stopped inside its heartbeat's write: let it finish, stop it again
+            os.kill(process.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the holder always held the store's write lock")
+
+
+def test_a_claim_whose_heartbeat_stopped_is_taken_over_when_its_lease_runs_out(tmp_path):
+    """A live holder that stops heartbeating (SIGSTOP: the pid stays alive) loses its claim once its lease ends."""
+    path, release = tmp_path / "store.sqlite", tmp_path / "release"
+    CompletionStore(path).close()
+    backend = _Instant()
+    key = request_key(backend, chat(LEASE_QUESTION))
+    holder, owner = _start_holder(path, release)
+    stopped = False
+    try:
+        _wait_for_claim(path, key, holder, owner)
+        _stop_outside_a_transaction(holder, path)
+        stopped = True
+        owner_now, _, frozen_lease = _claim_of(path, key)  # the holder renews no more
+        assert owner_now == owner
+        taker = _Taker(path, backend)
+        taker.start()
+        taker.join(timeout=20 * LEASE_S)
+        assert not taker.is_alive(), "the claim of a holder that stopped heartbeating was never taken over"
+        assert taker.error is None, taker.error
+        os.kill(holder.pid, signal.SIGCONT)
+        stopped = False
+        release.touch()
+        out, err = holder.communicate(timeout=120)
+    finally:
+        if stopped:
+            os.kill(holder.pid, signal.SIGCONT)
+        release.touch()
+        _end(holder)
+    assert holder.returncode == 0, err[-3000:]
+    claimed = [at for at, mine in taker.attempts if mine]
+    assert len(claimed) == 1 and claimed[0] >= frozen_lease  # taken over only once the lease had run out
+    assert backend.asked == [LEASE_QUESTION]
+    assert taker.result.completions[0].text == "answer of the taker" and taker.result.usage.generated == 1
+    # The holder, resumed, still finishes its generation, but the store keeps the first answer, the taker's.
+    assert json.loads(out.splitlines()[-1])["text"] == f"answer of {owner}"
+    assert _stored(path) == [("answer of the taker", taker.owner)]
