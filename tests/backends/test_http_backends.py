@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 
 from llmrec.backends import get_backend
-from llmrec.backends.http_client import HTTPOptions
+from llmrec.backends.http_client import ChatClient, HTTPOptions
 from llmrec.backends.vllm_server import free_port
 from llmrec.errors import BackendError, ConfigError
 from llmrec.backends.store import CompletionStore
@@ -160,25 +160,46 @@ def test_transient_503s_are_retried(proxy):
     assert completion.text and proxy.fail_next == 0 and proxy.total == 1
 
 
-def test_server_down_gives_a_clear_error_after_bounded_retries():
-    backend = get_backend(
-        "openai", model=MODEL, base_url=f"http://127.0.0.1:{free_port()}", max_retries=2, initial_wait_s=0.05
-    )
-    started = time.monotonic()
+def _record_retries(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[tuple[int, float]]]:
+    """(URL of every attempt sent, (attempt, seconds) of every backoff wait asked for), filled in as the client runs."""
+    sent: list[str] = []
+    waits: list[tuple[int, float]] = []
+    acquire, wait_s = ChatClient._acquire_replica, HTTPOptions.wait_s
+
+    def acquire_and_record(client: ChatClient) -> str:
+        sent.append(acquire(client))
+        return sent[-1]
+
+    def wait_and_record(options: HTTPOptions, attempt: int) -> float:
+        waits.append((attempt, wait_s(options, attempt)))
+        return waits[-1][1]
+
+    monkeypatch.setattr(ChatClient, "_acquire_replica", acquire_and_record)
+    monkeypatch.setattr(HTTPOptions, "wait_s", wait_and_record)
+    return sent, waits
+
+
+def test_server_down_gives_a_clear_error_after_bounded_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted, not timed: 3 attempts and 2 backoff waits (initial_wait_s, then twice it; jitter takes up to half off)."""
+    sent, waits = _record_retries(monkeypatch)
+    backend = get_backend("openai", model=MODEL, base_url=f"http://127.0.0.1:{free_port()}",
+                          max_retries=2, initial_wait_s=0.05, max_in_flight=1)  # fmt: skip
     with pytest.raises(BackendError, match=r"no answer after 3 attempts \(last: ConnectError") as raised:
-        backend.generate([chat("Hello.")] * 3)
-    assert time.monotonic() - started < 5
+        backend.generate([chat(f"Hello {i}.") for i in range(3)])
+    assert len(sent) == 3  # the first prompt's 3 attempts; its error ends the run before the next prompt is sent
+    assert [attempt for attempt, _ in waits] == [0, 1]
+    assert 0.025 <= waits[0][1] <= 0.05 and 0.05 <= waits[1][1] <= 0.1, waits
     assert "\n" not in str(raised.value)
 
 
 @pytest.mark.vllm
-def test_unknown_model_fails_fast(proxy):
+def test_unknown_model_fails_fast(proxy, monkeypatch):
+    sent, waits = _record_retries(monkeypatch)
     backend = get_backend("openai", model="no-such-model", base_url=proxy.base_url, max_in_flight=2)
-    started = time.monotonic()
     with pytest.raises(BackendError, match="no model 'no-such-model'.*HTTP 404"):
         backend.generate([chat(f"Hello {i}.") for i in range(10)])
-    assert time.monotonic() - started < 5
-    assert proxy.total <= 2  # stopped after the requests already in flight; no retries
+    assert waits == []  # a 404 is not retried: no backoff wait at all
+    assert proxy.total <= len(sent) <= 2  # stopped after the requests already in flight (max_in_flight=2)
 
 
 @pytest.mark.vllm
