@@ -1,4 +1,9 @@
-"""`llmrec augment` with stderr going to a file (CI, `nohup`): progress comes as log lines at a steady interval."""
+"""`llmrec augment` with stderr going to a file (CI, `nohup`): progress comes as log lines at a steady interval.
+
+How many lines come depends on how fast the host is; this test asserts what
+every host must show (counts in order, ending on the final line). The timer's
+cadence is tested with a fake clock in tests/core/test_progress.py.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ def test_real_augmentation_with_stderr_to_a_file_logs_steady_progress_lines(prep
     run = tmp_path / "run"
     shutil.copytree(prepared_run, run)
     log = tmp_path / "augment.log"
-    env = {**os.environ, INTERVAL_ENV: "1"}
+    env = {**os.environ, INTERVAL_ENV: "0.05"}
     with open(log, "w") as stderr:
         result = subprocess.run(
             [sys.executable, "-m", "llmrec", "augment", str(run), "--what", "profiles", "--limit-users", "2",
@@ -28,7 +33,13 @@ def test_real_augmentation_with_stderr_to_a_file_logs_steady_progress_lines(prep
     text = log.read_text()
     assert result.returncode == 0, text[-3000:]
     lines = re.findall(r"llmrec\.progress: (profiles smollm2-135m: .*)", text)
-    assert len(lines) >= 2, text[-3000:]  # model loading plus two generations outlast several 1 s intervals
+    # Loading the model and two generations outlast one 0.05 s interval on any host, so there is at least
+    # the final line; how many timer lines precede it is the host's speed, not asserted.
+    assert lines, text[-3000:]
+    done = []
     for line in lines:
-        assert re.match(r"profiles smollm2-135m: [0-2]/2 prompts \(\d+%\), [0-2] valid, ", line), line
-    assert re.match(r"profiles smollm2-135m: 2/2 prompts \(100%\), [0-2] valid, .* in \d+", lines[-1]), lines[-1]
+        match = re.match(r"profiles smollm2-135m: ([0-2])/2 prompts \(\d+%\), [0-2] valid, ", line)
+        assert match, line
+        done.append(int(match.group(1)))
+    assert done == sorted(done), lines  # counts only go up, line after line
+    assert re.fullmatch(r"profiles smollm2-135m: 2/2 prompts \(100%\), [0-2] valid, .*in \d+s", lines[-1]), lines[-1]
