@@ -180,7 +180,7 @@ def _record_retries(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[tu
 
 
 def test_server_down_gives_a_clear_error_after_bounded_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Counted, not timed: 3 attempts and 2 backoff waits (initial_wait_s, then twice it; jitter takes up to half off)."""
+    """Counted, not timed: 3 attempts, 2 backoff waits (initial_wait_s, then twice it; jitter takes up to half off)."""
     sent, waits = _record_retries(monkeypatch)
     backend = get_backend("openai", model=MODEL, base_url=f"http://127.0.0.1:{free_port()}",
                           max_retries=2, initial_wait_s=0.05, max_in_flight=1)  # fmt: skip

@@ -53,7 +53,7 @@ def test_cpu_server_on_a_small_box_runs_the_model_on_every_core(
 def test_cpu_server_counts_the_cores_this_process_may_use(
     monkeypatch: pytest.MonkeyPatch, usable: set[int], reserved: str | None
 ) -> None:
-    """Without a count, the rule reads the CPU affinity (what `taskset` or a container's cpuset leaves), not the machine."""
+    """Without a count, the rule reads the CPU affinity (what `taskset` or a cpuset leaves), not the machine."""
     monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: usable)
     server = VLLMServer("/models/m", "m", python="/venv/bin/python", port=8123)
