@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.report_tables import assert_dataset_counts, assert_metrics_table
+
 
 def _llmrec(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "llmrec", *args], capture_output=True, text=True, timeout=900)
@@ -47,6 +49,9 @@ def test_run_job_writes_every_artifact_and_an_honest_report(small_dataset_dir: P
     assert "| llmrec |" in report and "| lightgcn |" in report
     assert "| edges | 3 |" in report
     assert "Time per stage" in report
+    # the numbers: the dataset line is the run's tables, each model's row its own metrics file
+    assert_dataset_counts(report, run)
+    assert_metrics_table(report, run, {name: name for name in ("popularity", "mf", "lightgcn", "llmrec")}, seeds=1)
 
     manifest_before = json.loads((run / "manifest.json").read_text())
     second = _llmrec("run", "--run", str(run), "--config", str(config))

@@ -17,6 +17,7 @@ from llmrec.errors import ConfigError
 from llmrec.recommender.api import train_base_model
 from llmrec.recommender.comparison import CompareConfig, compare_with_baselines, paired_test
 from llmrec.recommender.options import TrainConfig
+from tests.report_tables import assert_metrics_table
 
 runner = CliRunner()
 
@@ -32,7 +33,10 @@ def test_train_with_baselines_evaluate_and_recommend(ml_small_run_with_features:
     _invoke("train", run, "--epochs", "2", "--device", "cpu", "--baselines", "--engine", "torch")
     comparison = json.loads((ml_small_run_with_features / "model" / "comparison.json").read_text())
     assert [entry["label"] for entry in comparison["entries"]] == ["popularity", "mf", "lightgcn", "llmrec"]
-    assert "selected on validation" in (ml_small_run_with_features / "model" / "comparison.md").read_text()
+    table = (ml_small_run_with_features / "model" / "comparison.md").read_text()
+    assert "selected on validation" in table
+    assert_metrics_table(table, ml_small_run_with_features,
+                         {"popularity": "popularity", "mf": "mf", "lightgcn": "lightgcn", "llmrec": "llmrec"}, seeds=1)
     metrics = json.loads((ml_small_run_with_features / "model" / "llmrec" / "metrics.json").read_text())
     assert metrics["engine"] == "torch" and metrics["protocol"] == "standard"
 
@@ -64,7 +68,11 @@ def test_ablate_writes_one_table(ml_small_run_with_features: Path) -> None:
     assert [entry["label"] for entry in table["entries"]] == ["full", "w/o-u-i", "w/o-u", "w/o-u&i", "w/o-prune"]
     recalls = {entry["label"]: entry["test_mean"]["recall@20"] for entry in table["entries"]}
     assert recalls["full"] != recalls["w/o-u&i"]  # the variants really differ
-    assert (ml_small_run_with_features / "model" / "ablation.md").is_file()
+    names = {"full": "ablation_full", "w/o-u-i": "ablation_wo_u_i", "w/o-u": "ablation_wo_u",
+             "w/o-u&i": "ablation_wo_u_and_i", "w/o-prune": "ablation_wo_prune"}
+    assert [entry["name"] for entry in table["entries"]] == list(names.values())  # five models, none a repeat
+    assert_metrics_table((ml_small_run_with_features / "model" / "ablation.md").read_text(),
+                         ml_small_run_with_features, names, seeds=1)
 
 
 def test_train_base_model_api(ml_small_run: Path) -> None:
@@ -108,6 +116,8 @@ def test_baselines_share_the_model_options_and_the_table_says_so(ml_small_run_wi
     assert [test["other"] for test in comparison["paired_tests"]] == ["lightgcn", "text_only"]
     assert all(test["pairs"] == 609 for test in comparison["paired_tests"])  # one seed x every test user
     assert "Paired test, llmrec vs lightgcn" in table
+    assert_metrics_table(table, ml_small_run_with_features,
+                         {"mf": "mf", "lightgcn": "lightgcn", "text-only": "text_only", "llmrec": "llmrec"}, seeds=1)
 
 
 def test_models_trained_side_by_side_equal_models_trained_one_after_another(
@@ -129,6 +139,9 @@ def test_models_trained_side_by_side_equal_models_trained_one_after_another(
         assert len(histories[0]) == 2
         assert [epoch["loss"] for epoch in histories[0]] == [epoch["loss"] for epoch in histories[1]], one["label"]
         assert one["seeds"] == 2 and one["test_std"] == other["test_std"]
+    names = {"mf": "mf", "lightgcn": "lightgcn", "text-only": "text_only", "llmrec": "llmrec"}
+    for run in (ml_small_run_with_features, parallel_run):  # mean ± std of the two seeds of each model's own file
+        assert_metrics_table((run / "model" / "comparison.md").read_text(), run, names, seeds=2)
 
 
 def test_variants_that_are_one_model_on_the_run_train_once(ml_small_run_with_features: Path) -> None:
@@ -160,6 +173,9 @@ def test_variants_that_are_one_model_on_the_run_train_once(ml_small_run_with_fea
         assert alone["test_mean"]["recall@20"] > 0
         assert alone["test_mean"] == by_label[twin]["test_mean"], label
     assert by_label["llmrec w/o-u"]["name"] != by_label["llmrec"]["name"]  # profiles still change the model
+    assert_metrics_table((run / "model" / "comparison.md").read_text(), run, {  # a repeat prints its twin's file
+        "text-only": "text_only", "llmrec": "llmrec", "llmrec w/o-u-i": "llmrec", "llmrec w/o-u": "ablation_wo_u",
+        "llmrec w/o-u&i": "text_only", "llmrec w/o-prune": "llmrec"}, seeds=1)
 
 
 def test_compare_jobs_must_be_a_positive_integer() -> None:
