@@ -17,6 +17,10 @@ work): the `choose` method and the `likelihood` scoring method, each compared
 with an uninterrupted run of the same config, and the final run must ask the
 backend only what the kills left unanswered.
 
+The embed chain's run carries real SmolLM2 profiles and attributes, so every
+array it compares (item texts, attributes, profiles and their masks) holds
+vectors, which the test asserts before anything else.
+
 Progress is what the stage has committed: `augment` counts completion-store
 rows plus answer tables written, `embed` texts in the embedding cache plus
 `.npy` files written, `train` the epoch of the resume checkpoint plus the final
@@ -310,13 +314,25 @@ def test_edges_sigkill_then_rerun_equals_uninterrupted(method: str, edge_base_ru
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small prepared csv run (60 users, ~520 items): enough texts and batches for kills to land between."""
+    """A small prepared csv run (60 users, ~520 items) with real SmolLM2 profiles and attributes.
+
+    Enough texts and batches for the embed chain's kills to land between; the
+    profiles (2 users) and attributes (4 items) come from the in-process
+    SmolLM2, so the embed chain compares real vectors in every array, not
+    the zero rows of an unaugmented run.
+    """
     from tests.reliability.processes import write_small_csv_dataset
 
     base = tmp_path_factory.mktemp("small")
     source = write_small_csv_dataset(base / "source", n_users=60, n_items=600, per_user=20)
     result = run_llmrec("data", "prepare", "csv", "--data-dir", str(source), "--run", str(base / "run"))
     assert result.returncode == 0, result.stderr
+    result = run_llmrec("augment", str(base / "run"), "--what", "profiles,attributes", "--limit-users", "2",
+                        "--limit-items", "4", "--history-budget", "5", "--temperature", "0",
+                        "--store", str(base / "store.sqlite"), timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("user_profiles.parquet", "item_attributes.parquet"):
+        assert len(pd.read_parquet(base / "run" / name)) >= 1, f"{name}: no valid SmolLM2 answer to embed"
     return base / "run"
 
 
@@ -367,6 +383,16 @@ def test_embed_sigkill_then_rerun_equals_uninterrupted(
     import numpy as np
 
     reference, reference_home, watched = embed_reference
+    # Every compared array must hold something: the augmented rows have vectors and their masks mark them.
+    for name in EMBED_FILES:
+        array = np.load(reference / "embeddings" / name)
+        assert array.size > 0 and array.any(), f"{name}: empty or all zeros in the reference: nothing to compare"
+    for matrix, mask, table, key in (("item_attributes.npy", "item_attributes_mask.npy", "item_attributes.parquet", "item"),
+                                     ("user_profiles.npy", "user_profiles_mask.npy", "user_profiles.parquet", "user")):  # fmt: skip
+        rows, marked = np.load(reference / "embeddings" / matrix), np.load(reference / "embeddings" / mask)
+        augmented = pd.read_parquet(small_run / table)[key].to_numpy()
+        assert sorted(np.flatnonzero(marked)) == sorted(augmented), mask
+        assert (np.abs(rows[marked]).sum(axis=1) > 0).all() and not rows[~marked].any(), matrix
     run, home = tmp_path / "killed" / "run", tmp_path / "killed" / "home"
     shutil.copytree(small_run, run)
     env = {"LLMREC_HOME": str(home)}
@@ -377,10 +403,9 @@ def test_embed_sigkill_then_rerun_equals_uninterrupted(
     assert final.returncode == 0, final.stderr[-2000:]
     check_sqlite(cache)
     assert _sqlite_rows(cache, "vectors") == _sqlite_rows(reference_home / "embeddings" / "cache.sqlite", "vectors")
-    for name in ("item_text.npy", "item_attributes.npy", "user_profiles.npy"):
+    for name in EMBED_FILES:
         got, expected = np.load(run / "embeddings" / name), np.load(reference / "embeddings" / name)
-        assert expected.shape[0] >= 1
-        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(got, expected, err_msg=name)
     assert np.abs(np.load(run / "embeddings" / "item_text.npy")).sum(axis=1).min() > 0  # every item has its vector
 
 
