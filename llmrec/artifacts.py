@@ -6,6 +6,13 @@ into place, so a crash or a bad input never leaves a half-written artifact and
 never destroys the previous good one. `manifest.json` records, per stage, its
 parameters, the checksums of what it read and wrote, and library versions, so a
 rerun with identical inputs can be recognised and skipped.
+
+What a stage reads from a run goes through `open_run_artifact` (and the
+readers built on it: `read_run_parquet`, `load_run_npy`, `read_run_json`): the
+file is hashed and compared with the sha256 the manifest recorded for it
+before it is parsed, so a damaged, truncated or missing artifact stops the
+reader with one line that names the file and the command that rebuilds it
+(`llmrec.rebuild`), instead of a parser's traceback or silently wrong numbers.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import json
 import os
 import platform
 import secrets
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from llmrec import __version__
 from llmrec.errors import ArtifactError
@@ -249,7 +257,7 @@ def stage_is_current(
         return False
     for rel, digest in entry["outputs"].items():
         path = run_dir / rel
-        if not path.is_file() or sha256_file(path) != digest:
+        if not path.is_file() or _file_digest(path) != digest:
             return False
     return True
 
@@ -260,3 +268,171 @@ def stage_output_digest(run_dir: Path | str, stage: str, rel: str) -> str:
     if entry is None or rel not in entry["outputs"]:
         raise ArtifactError(f"{Path(run_dir) / rel}: not recorded by stage '{stage}'; run it first")
     return entry["outputs"][rel]
+
+
+# --- reading a run's artifacts, checked against the manifest ---------------------------------------
+
+#: sha256 of file versions hashed by this process: (device, inode, size, mtime, ctime) -> digest. A file
+#: rewritten in place changes its mtime and ctime, an atomic replacement its inode, so a hit is the same
+#: bytes; only files unchanged for `_SETTLED_SECONDS` when hashed are kept, because timestamps are coarse
+#: (a few ms) and a write right after the hash could otherwise leave all five equal.
+_DIGESTS: dict[tuple[int, int, int, int, int], str] = {}
+_SETTLED_SECONDS = 2.0
+
+
+def _handle_digest(handle: IO[bytes]) -> str:
+    """sha256 of an open file from its start (streamed), once per file version; leaves it at offset 0."""
+    stat = os.fstat(handle.fileno())
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        handle.seek(0)
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) > _SETTLED_SECONDS * 1e9:
+            _DIGESTS[key] = digest
+    handle.seek(0)
+    return digest
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return _handle_digest(handle)
+
+
+#: The outputs a manifest version records, by the manifest file's identity (as `_DIGESTS`; a manifest is always
+#: replaced whole, `write_json`): rel -> (stage, sha256). Parsed once, not once per artifact read.
+_RECORDS: dict[tuple[int, int, int, int, int], dict[str, tuple[str, str]]] = {}
+
+
+def _recorded_outputs(run_dir: Path) -> dict[str, tuple[str, str]]:
+    path = run_dir / MANIFEST_NAME
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    records = _RECORDS.get(key)
+    if records is None:
+        latest: dict[str, tuple[str, str, str]] = {}
+        for stage, entry in read_manifest(run_dir)["stages"].items():
+            finished = entry.get("finished_at", "")
+            for rel, digest in entry.get("outputs", {}).items():
+                if rel not in latest or finished >= latest[rel][2]:  # a file two stages list: the later one's
+                    latest[rel] = (stage, digest, finished)
+        records = {rel: (stage, digest) for rel, (stage, digest, _) in latest.items()}
+        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) > _SETTLED_SECONDS * 1e9:
+            _RECORDS[key] = records
+    return records
+
+
+def recorded_output(run_dir: Path | str, rel: str) -> tuple[str, str] | None:
+    """(stage, sha256) of the manifest entry that lists `rel` among its outputs; None when none does."""
+    return _recorded_outputs(Path(run_dir)).get(rel)
+
+
+def _rebuild_hint(run_dir: Path, rel: str, recorded_by: str | None) -> str:
+    """"rerun `<command>`" for the stage that recorded `rel` (else the stage that writes such a file)."""
+    from llmrec.rebuild import producing_stage, rebuild_command
+
+    stage = recorded_by or producing_stage(rel)
+    if stage is None:
+        return "rerun the stage that writes it"
+    return f"{'rerun' if recorded_by else 'make it with'} `{rebuild_command(run_dir, stage)}`"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def artifact_error(run_dir: Path | str, rel: str, problem: str) -> ArtifactError:
+    """The one-line error for `rel`: `<run>/<rel>: <problem>; rerun `<the command that rebuilds it>``."""
+    run_dir = Path(run_dir)
+    record = recorded_output(run_dir, rel)
+    return ArtifactError(f"{run_dir / rel}: {problem}; {_rebuild_hint(run_dir, rel, record and record[0])}")
+
+
+@contextlib.contextmanager
+def open_run_artifact(run_dir: Path | str, rel: str) -> Iterator[IO[bytes]]:
+    """The artifact `<run_dir>/<rel>` open for reading, checked against the sha256 the manifest recorded.
+
+    The one place where a stage's reader meets the file: a missing file, or
+    one whose bytes differ from the manifest's record (truncated, a flipped
+    byte, replaced), raises a one-line `ArtifactError` naming the file and the
+    command that rebuilds it, before anything parses it. The digest is taken
+    from the open handle, so what is checked is what is then read, and each
+    file version is hashed once per process (`_handle_digest`). A file no
+    stage recorded (a hand-made run, an older llmrec's) is read unchecked.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / rel
+    record = recorded_output(run_dir, rel)
+    try:
+        handle = open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ArtifactError(f"{path}: missing; {_rebuild_hint(run_dir, rel, record and record[0])}") from None
+    with handle:
+        if record is not None and _handle_digest(handle) != record[1]:
+            raise ArtifactError(
+                f"{path}: damaged (sha256 differs from {MANIFEST_NAME}); {_rebuild_hint(run_dir, rel, record[0])}"
+            )
+        yield handle
+
+
+def run_artifact_present(run_dir: Path | str, rel: str) -> bool:
+    """Whether an optional artifact is part of the run: on disk, or recorded by a stage (then its absence is
+    damage, which reading it reports, not an ablation)."""
+    return (Path(run_dir) / rel).is_file() or recorded_output(run_dir, rel) is not None
+
+
+def run_artifact_digest(run_dir: Path | str, rel: str) -> str:
+    """The sha256 of a checked artifact (for a stage's `inputs`): free after it was read."""
+    with open_run_artifact(run_dir, rel) as handle:
+        return _handle_digest(handle)
+
+
+def verify_run_artifacts(run_dir: Path | str, rels: Iterable[str]) -> None:
+    """Check artifacts against the manifest without parsing them (a command's check before it writes anything)."""
+    for rel in rels:
+        with open_run_artifact(run_dir, rel):
+            pass
+
+
+def _check_columns(path: Path, frame: Any, columns: list[str] | None) -> None:
+    if columns is not None:
+        absent = [c for c in columns if c not in frame.columns]
+        if absent:
+            raise ArtifactError(f"{path}: missing column(s) {absent}; has {list(frame.columns)}")
+
+
+def read_run_parquet(run_dir: Path | str, rel: str, columns: list[str] | None = None) -> Any:
+    """A checked parquet artifact of the run as a DataFrame (`open_run_artifact`); `columns` must be present."""
+    import pandas as pd
+
+    with open_run_artifact(run_dir, rel) as handle:
+        try:
+            frame = pd.read_parquet(handle)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a bad file
+            raise artifact_error(run_dir, rel, f"not a readable parquet table ({_one_line(exc)})") from None
+    _check_columns(Path(run_dir) / rel, frame, columns)
+    return frame
+
+
+def load_run_npy(run_dir: Path | str, rel: str) -> Any:
+    """A checked numeric .npy artifact of the run (`open_run_artifact`); object arrays (pickles) are refused."""
+    import numpy as np
+
+    with open_run_artifact(run_dir, rel) as handle:
+        try:
+            return np.load(handle, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            raise artifact_error(run_dir, rel, f"not a numeric .npy array ({_one_line(exc)})") from None
+
+
+def read_run_json(run_dir: Path | str, rel: str) -> Any:
+    """A checked JSON artifact of the run (`open_run_artifact`)."""
+    with open_run_artifact(run_dir, rel) as handle:
+        try:
+            return json.loads(handle.read().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise artifact_error(run_dir, rel, f"not valid JSON ({_one_line(exc)})") from None

@@ -90,7 +90,7 @@ def _compare(field: str, truth: pd.Series, predicted: pd.Series) -> FieldAudit:
 def audit_profiles(run_dir: Path | str) -> ProfileAudit:
     """Compare `user_profiles.parquet` with the demographics in `users.parquet`; writes `audit_profiles.json`."""
     run_dir = Path(run_dir)
-    users = artifacts.read_parquet(run_dir / artifacts.USERS, ["user"])
+    users = artifacts.read_run_parquet(run_dir, artifacts.USERS, ["user"])
     dataset = artifacts.read_manifest(run_dir)["stages"].get("prepare", {}).get("params", {}).get("dataset", "this dataset")
     users = users[[c for c in users.columns if c == "user" or users[c].notna().any()]]
     if "age" not in users.columns and "gender" not in users.columns:
@@ -98,7 +98,7 @@ def audit_profiles(run_dir: Path | str) -> ProfileAudit:
             f"{run_dir / artifacts.USERS}: {dataset} has no user demographics (age/gender), so LLM profiles "
             "cannot be audited; use ml-100k or ml-1m"
         )
-    profiles = artifacts.read_parquet(run_dir / artifacts.USER_PROFILES, ["user", "age", "gender"])
+    profiles = artifacts.read_run_parquet(run_dir, artifacts.USER_PROFILES, ["user", "age", "gender"])
     predicted = profiles.set_index("user")
     truth = users.set_index("user").reindex(predicted.index)
     fields = []

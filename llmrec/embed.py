@@ -259,8 +259,8 @@ class TextEncoder:
         return matrix, mask
 
 
-def _optional_frame(path: Path) -> pd.DataFrame | None:
-    return artifacts.read_parquet(path) if path.is_file() else None
+def _optional_frame(run_dir: Path, rel: str) -> pd.DataFrame | None:
+    return artifacts.read_run_parquet(run_dir, rel) if artifacts.run_artifact_present(run_dir, rel) else None
 
 
 def embed_run(run_dir: Path | str, config: EmbedConfig = EmbedConfig()) -> EmbedSummary:
@@ -270,8 +270,9 @@ def embed_run(run_dir: Path | str, config: EmbedConfig = EmbedConfig()) -> Embed
     run_dir = Path(run_dir)
     tables = load_split(run_dir)
     encoder = TextEncoder(config.model, config.device, config.batch_size)
-    sources = {name: run_dir / name for name in (artifacts.ITEMS, artifacts.ITEM_ATTRIBUTES, artifacts.USER_PROFILES)}
-    inputs = {name: artifacts.sha256_file(path) for name, path in sources.items() if path.is_file()}
+    sources = [name for name in (artifacts.ITEMS, artifacts.ITEM_ATTRIBUTES, artifacts.USER_PROFILES)
+               if artifacts.run_artifact_present(run_dir, name)]
+    inputs = {name: artifacts.run_artifact_digest(run_dir, name) for name in sources}
     params = {"model": encoder.key}
     if artifacts.stage_is_current(run_dir, EMBED_STAGE, params, inputs):
         logger.info("embed: %s is up to date", run_dir)
@@ -279,9 +280,9 @@ def embed_run(run_dir: Path | str, config: EmbedConfig = EmbedConfig()) -> Embed
 
     with open_cache() as cache:
         item_matrix = encoder.encode(item_texts(tables.items), cache)
-        attributes = _optional_frame(sources[artifacts.ITEM_ATTRIBUTES])
+        attributes = _optional_frame(run_dir, artifacts.ITEM_ATTRIBUTES)
         attribute_matrix, attribute_mask = encoder.encode_optional(attribute_texts(tables.n_items, attributes), cache)
-        profiles = _optional_frame(sources[artifacts.USER_PROFILES])
+        profiles = _optional_frame(run_dir, artifacts.USER_PROFILES)
         profile_matrix, profile_mask = encoder.encode_optional(profile_texts(tables.n_users, profiles), cache)
 
     outputs = {

@@ -2,7 +2,9 @@
 
 It is assembled only from the run's artifacts (manifest, augment_report.json,
 model/comparison.json), so it can be rebuilt at any time and never shows a
-number that is not on disk.
+number that is not on disk. Each is checked against the sha256 the manifest
+recorded (`artifacts.read_run_json`): a damaged one stops the report with one
+line instead of printing what it now says.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrec import artifacts
-from llmrec.artifacts import read_json, read_manifest, write_text
+from llmrec.artifacts import read_manifest, read_run_json, run_artifact_present, write_text
 from llmrec.augment.pipeline import AugmentationCounts
 from llmrec.recommender.reporting import metrics_table
 
@@ -71,13 +73,13 @@ def _dataset_section(data: DatasetFacts) -> list[str]:
 
 
 def _augmentation_section(run_dir: Path, augment: AugmentFacts) -> list[str]:
-    path = run_dir / artifacts.AUGMENT_REPORT
     lines = ["## LLM augmentation", ""]
     lines.append(f"- backend `{augment.backend}`, model `{augment.model}`, "
                  f"users asked: {augment.limit_users or 'all'} (the others get no augmented edge or profile)")
-    if not path.is_file():
+    if not run_artifact_present(run_dir, artifacts.AUGMENT_REPORT):
         return lines + ["- no augmentation was run", ""]
-    report = {what: AugmentationCounts.from_dict(record) for what, record in read_json(path).items()}
+    report = {what: AugmentationCounts.from_dict(record)
+              for what, record in read_run_json(run_dir, artifacts.AUGMENT_REPORT).items()}  # fmt: skip
     lines += ["", "| augmentation | requested | valid | repaired | failed | top failure reasons |",
               "|---|---|---|---|---|---|"]
     for what, counts in sorted(report.items()):
@@ -194,10 +196,9 @@ def edge_audit_section(audit: dict[str, Any]) -> list[str]:
 
 
 def _metrics_section(run_dir: Path) -> list[str]:
-    path = run_dir / artifacts.COMPARISON
-    if not path.is_file():
+    if not run_artifact_present(run_dir, artifacts.COMPARISON):
         return ["## Recommendation quality", "", "- no model was trained", ""]
-    comparison = read_json(path)
+    comparison = read_run_json(run_dir, artifacts.COMPARISON)
     entries = comparison["entries"]
     seeds = entries[0]["seeds"] if entries else 0
     # One seed has no spread: print the value alone rather than a misleading "± 0".
@@ -218,8 +219,7 @@ def write_report(run_dir: Path | str, stage_seconds: dict[str, float] | None = N
     """Write `<run>/report.md` from the run's artifacts; returns its path."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    config_path = run_dir / artifacts.CONFIG
-    config = read_json(config_path) if config_path.is_file() else {}
+    config = read_run_json(run_dir, artifacts.CONFIG) if (run_dir / artifacts.CONFIG).is_file() else {}
     embed = manifest["stages"].get("embed", {}).get("params", {})
     lines = [f"# llmrec run: {run_dir.name}", ""]
     lines += _dataset_section(DatasetFacts.read(manifest, config))

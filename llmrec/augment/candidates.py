@@ -103,7 +103,7 @@ def generate_candidates(
     params: dict[str, Any] = {"k": k, "seed": seed, "epochs": epochs, "model": "lightgcn"}
     if options:
         params["options"] = dict(options)
-    inputs = {artifacts.TRAIN: artifacts.sha256_file(run_dir / artifacts.TRAIN)}
+    inputs = {artifacts.TRAIN: artifacts.run_artifact_digest(run_dir, artifacts.TRAIN)}
     # "any epochs" / "any options": reuse candidates already made with the same k and seed
     recorded = artifacts.read_manifest(run_dir)["stages"].get(STAGE, {}).get("params", {})
     same_request = recorded.get("k") == k and recorded.get("seed") == seed

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from llmrec import artifacts
-from llmrec.errors import ArtifactError
 
 #: Columns of edge_scores.parquet that name a row; every other float column is a score to audit.
 SCORE_KEYS = ("user", "item", "rank")
@@ -311,10 +310,7 @@ def verdict(users: int, **figures: Estimate) -> str:
 
 
 def _read_edge_artifact(run_dir: Path, name: str, columns: Sequence[str]) -> pd.DataFrame:
-    path = run_dir / name
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing; make it with `llmrec augment {run_dir} --what edges`")
-    return artifacts.read_parquet(path, list(columns))
+    return artifacts.read_run_parquet(run_dir, name, list(columns))
 
 
 def audit_run(run_dir: Path | str, *, resamples: int = 1000, seed: int = 0) -> EdgeAudit:
@@ -322,9 +318,9 @@ def audit_run(run_dir: Path | str, *, resamples: int = 1000, seed: int = 0) -> E
     run_dir = Path(run_dir)
     candidates = _read_edge_artifact(run_dir, artifacts.CANDIDATES, ["user", "rank", "item"])
     edges = _read_edge_artifact(run_dir, artifacts.AUGMENTED_EDGES, ["user", "liked", "disliked"])
-    val = artifacts.read_parquet(run_dir / artifacts.VAL, ["user", "item"])
-    scores_path = run_dir / artifacts.EDGE_SCORES
-    scores = artifacts.read_parquet(scores_path, list(SCORE_KEYS) + ["score"]) if scores_path.is_file() else None
+    val = artifacts.read_run_parquet(run_dir, artifacts.VAL, ["user", "item"])
+    scores = (artifacts.read_run_parquet(run_dir, artifacts.EDGE_SCORES, list(SCORE_KEYS) + ["score"])
+              if artifacts.run_artifact_present(run_dir, artifacts.EDGE_SCORES) else None)  # fmt: skip
     audit = audit_edges(candidates, val, edges, scores, resamples=resamples, seed=seed)
     artifacts.write_json(run_dir / artifacts.AUDIT_EDGES, audit.as_dict())
     return audit

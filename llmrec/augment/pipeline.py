@@ -10,6 +10,12 @@ a scoring method or the no-LLM control skip steps 1-2 for `_score_edges`):
 3. write the validated rows atomically, record the manifest stage
    `augment:<what>` and the counts (valid / repaired / failed, with each
    failure's reason) in `augment_report.json`. Nothing is dropped silently.
+
+`augment_report.json` is recorded in the manifest too (stage `augment:report`),
+so its readers (`llmrec run`'s report, the next augmentation's entry) check it.
+A damaged or missing report is rebuilt by a run that redoes every augmentation
+it held (their answers come from the store); a run asked for fewer refuses with
+one line, before the backend opens, since the other entries cannot be recovered.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from llmrec.augment.tasks import (
 from llmrec.augment.schemas import ANSWERS
 from llmrec.augment.validate import AnswerValidationError
 from llmrec.backends.base import FAILED, Backend, ChatRequest, Completion, SamplingParams, ScoreRequest, read_score
-from llmrec.errors import ConfigError
+from llmrec.errors import ArtifactError, ConfigError
 from llmrec.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -233,11 +239,48 @@ def _write_table(path: Path, table: Any) -> None:
         pq.write_table(table, tmp)
 
 
+#: The manifest stage that records `augment_report.json` (each augmentation rewrites its own entry of it).
+REPORT_STAGE = "augment:report"
+
+
 def _update_report(run_dir: Path, what: str, counts: AugmentationCounts) -> None:
-    path = run_dir / artifacts.AUGMENT_REPORT
-    report = artifacts.read_json(path) if path.is_file() else {}
+    report = (artifacts.read_run_json(run_dir, artifacts.AUGMENT_REPORT)
+              if artifacts.run_artifact_present(run_dir, artifacts.AUGMENT_REPORT) else {})  # fmt: skip
     report[what] = counts.as_dict()
-    artifacts.write_json(path, report)
+    _write_report(run_dir, report)
+
+
+def _write_report(run_dir: Path, report: dict[str, Any]) -> None:
+    artifacts.write_json(run_dir / artifacts.AUGMENT_REPORT, report)
+    artifacts.record_stage(run_dir, REPORT_STAGE, {}, {}, [artifacts.AUGMENT_REPORT])
+
+
+def _report_needs_rebuild(run_dir: Path, config: AugmentConfig) -> bool:
+    """Whether this run must rebuild `augment_report.json` (damaged, unreadable, or recorded and gone): then every
+    augmentation it held is redone. Refuses with one line when this run was not asked for all of them."""
+    if not artifacts.run_artifact_present(run_dir, artifacts.AUGMENT_REPORT):
+        return False
+    try:
+        artifacts.read_run_json(run_dir, artifacts.AUGMENT_REPORT)
+    except ArtifactError:
+        held = [what for what in AUGMENTATIONS if f"augment:{what}" in artifacts.read_manifest(run_dir)["stages"]]
+        if not set(held) <= set(config.what):
+            raise
+        logger.warning("%s is damaged: redoing %s to rebuild it (answers come from the store)",
+                       run_dir / artifacts.AUGMENT_REPORT, ", ".join(held) or "nothing")
+        return True
+    return False
+
+
+def check_inputs(run_dir: Path | str, config: AugmentConfig) -> bool:
+    """Check what augmentation will read (the prepared tables, the candidates it does not remake, the report)
+    against the manifest before anything opens or writes; returns whether the report must be rebuilt."""
+    run_dir = Path(run_dir)
+    reads = [artifacts.USERS, artifacts.ITEMS, *artifacts.SPLIT_FILES.values()]
+    if EDGES not in config.what and artifacts.run_artifact_present(run_dir, artifacts.CANDIDATES):
+        reads.append(artifacts.CANDIDATES)  # with edges the candidates stage remakes damaged ones
+    artifacts.verify_run_artifacts(run_dir, reads)
+    return _report_needs_rebuild(run_dir, config)
 
 
 def _stage_params(what: str, backend: Backend, config: AugmentConfig, template_hash: str, ids: Sequence[int]) -> dict[str, Any]:
@@ -263,6 +306,7 @@ def augment_run(run_dir: Path | str, config: AugmentConfig) -> AugmentSummary:
     """Open the configured backend, run the augmentations, close the backend (and any server it started)."""
     from llmrec.backends import get_backend
 
+    check_inputs(run_dir, config)  # a damaged run is refused before the backend opens (or starts a server)
     with get_backend(config.backend, model=config.model, **config.backend_kwargs()) as llm:
         return run_augmentation(run_dir, llm, config)
 
@@ -280,6 +324,7 @@ def run_augmentation(run_dir: Path | str, backend: Backend, config: AugmentConfi
     from llmrec.backends.store import CompletionStore
 
     run_dir = Path(run_dir)
+    rebuild_report = check_inputs(run_dir, config)
     tables = load_split(run_dir)
     users = select_users(tables.train, tables.n_users, config.limit_users)
     prompts_dir = config.prompts_dir or None
@@ -287,11 +332,13 @@ def run_augmentation(run_dir: Path | str, backend: Backend, config: AugmentConfi
         generate_candidates(run_dir, config.candidates_k, seed=config.seed, device=config.device,
                             epochs=config.candidates_epochs)  # fmt: skip
     candidates = None
-    if (run_dir / artifacts.CANDIDATES).is_file():  # attributes also cover the candidates when known
-        candidates = artifacts.read_parquet(run_dir / artifacts.CANDIDATES, ["user", "rank", "item", "score"])
-    inputs = {name: artifacts.sha256_file(run_dir / name) for name in (artifacts.TRAIN, artifacts.ITEMS)}
+    if artifacts.run_artifact_present(run_dir, artifacts.CANDIDATES):  # attributes also cover the candidates when known
+        candidates = artifacts.read_run_parquet(run_dir, artifacts.CANDIDATES, ["user", "rank", "item", "score"])
+    inputs = {name: artifacts.run_artifact_digest(run_dir, name) for name in (artifacts.TRAIN, artifacts.ITEMS)}
     if candidates is not None:
-        inputs[artifacts.CANDIDATES] = artifacts.sha256_file(run_dir / artifacts.CANDIDATES)
+        inputs[artifacts.CANDIDATES] = artifacts.run_artifact_digest(run_dir, artifacts.CANDIDATES)
+    if rebuild_report:  # an augmentation without its entry is not up to date: each one runs again below
+        _write_report(run_dir, {})
 
     counts: dict[str, AugmentationCounts] = {}
     with CompletionStore(config.store or default_store_path()) as store:
@@ -346,9 +393,13 @@ def _finish_stage(
 
 
 def _up_to_date(run_dir: Path, what: str, params: dict[str, Any], inputs: dict[str, str]) -> AugmentationCounts | None:
-    """The recorded counts when the stage `augment:<what>` is current for these params and inputs, else None."""
+    """The recorded counts when the stage `augment:<what>` is current for these params and inputs and
+    `augment_report.json` holds its entry, else None."""
     stage = f"augment:{what}"
     if not artifacts.stage_is_current(run_dir, stage, params, inputs):
+        return None
+    if not artifacts.run_artifact_present(run_dir, artifacts.AUGMENT_REPORT) or \
+            what not in artifacts.read_run_json(run_dir, artifacts.AUGMENT_REPORT):
         return None
     recorded = artifacts.read_manifest(run_dir)["stages"][stage]["stats"]
     logger.info("%s: up to date (%s)", stage, ARTIFACT_FILES[what])
@@ -360,8 +411,8 @@ def _audit(run_dir: Path, edges: Mapping[int, Any], scores: pd.DataFrame | None)
     """The edge-signal audit of these edges on the run's validation positives (never the test split)."""
     from llmrec.augment.edge_audit import audit_edges
 
-    candidates = artifacts.read_parquet(run_dir / artifacts.CANDIDATES, ["user", "rank", "item"])
-    val = artifacts.read_parquet(run_dir / artifacts.VAL, ["user", "item"])
+    candidates = artifacts.read_run_parquet(run_dir, artifacts.CANDIDATES, ["user", "rank", "item"])
+    val = artifacts.read_run_parquet(run_dir, artifacts.VAL, ["user", "item"])
     users = sorted(edges)
     frame = pd.DataFrame({"user": users, "liked": [edges[u].liked for u in users],
                           "disliked": [edges[u].disliked for u in users]}, dtype="int64")  # fmt: skip

@@ -43,18 +43,21 @@ def train(
     """Train a recommender on RUN, select on validation, test once; write <run>/model/<name>/."""
     from llmrec.config import from_toml, write_effective_config
     from llmrec.recommender.comparison import CompareConfig, compare_with_baselines
+    from llmrec.recommender.data import load_run_data
     from llmrec.recommender.runner import train_and_evaluate
     from llmrec.recommender.trainer import TrainingInterrupted
 
     train_config = from_toml(TrainConfig, config, overrides)
+    compare_config = from_toml(CompareConfig, config) if baselines else None
+    data = load_run_data(run)  # a damaged or missing input is refused here, before anything is written
     write_effective_config(run, train_config)
     try:
         if baselines:
             # the [compare] table: baselines (e.g. "text-only"), ablations, paired tests
-            compare_with_baselines(run, train_config, name, from_toml(CompareConfig, config))
+            compare_with_baselines(run, train_config, name, compare_config, data=data)
             typer.echo((run / "model" / "comparison.md").read_text())
             return
-        doc = train_and_evaluate(run, train_config, name)
+        doc = train_and_evaluate(run, train_config, name, data=data)
     except TrainingInterrupted as stopped:
         typer.echo(str(stopped))
         raise typer.Exit(3) from None

@@ -1,8 +1,9 @@
 """The prepared run tables and the one function other stages use to read them.
 
 `load_split(run_dir)` is the stable entry point for every stage after
-`llmrec data prepare`: it reads `train/val/test/items/users.parquet`, checks
-their columns against the contract in `docs/artifacts.md`, and checks the ids
+`llmrec data prepare`: it reads `train/val/test/items/users.parquet` (each
+checked against the sha256 the manifest recorded, `artifacts.read_run_parquet`),
+checks their columns against the contract in `docs/artifacts.md`, and checks the ids
 are the contiguous `0..n-1` ids prepare assigned, so a model never indexes an
 embedding table with a stale or foreign id.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmrec.artifacts import ITEMS, SPLIT_FILES, USERS, read_parquet
+from llmrec.artifacts import ITEMS, SPLIT_FILES, USERS, read_run_parquet
 from llmrec.errors import ArtifactError
 
 SPLITS = tuple(SPLIT_FILES)  # ("train", "val", "test")
@@ -65,15 +66,15 @@ def load_split(run_dir: Path | str) -> RunTables:
     """Read a prepared run's tables, checking columns and id ranges."""
     run_dir = Path(run_dir)
     items_path, users_path = run_dir / ITEMS, run_dir / USERS
-    items = read_parquet(items_path, ITEM_COLUMNS)
-    users = read_parquet(users_path, USER_COLUMNS)
+    items = read_run_parquet(run_dir, ITEMS, ITEM_COLUMNS)
+    users = read_run_parquet(run_dir, USERS, USER_COLUMNS)
     _check_contiguous(items_path, items, "item")
     _check_contiguous(users_path, users, "user")
     n_users, n_items = len(users), len(items)
     splits = {}
     for name in SPLITS:
         path = run_dir / SPLIT_FILES[name]
-        frame = read_parquet(path, INTERACTION_COLUMNS)
+        frame = read_run_parquet(run_dir, SPLIT_FILES[name], INTERACTION_COLUMNS)
         _check_range(path, frame, "user", n_users)
         _check_range(path, frame, "item", n_items)
         splits[name] = frame

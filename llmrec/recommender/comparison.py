@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from llmrec.artifacts import MODEL_DIR, write_json, write_text
+from llmrec.artifacts import MODEL_DIR, record_stage, run_artifact_digest, write_json, write_text
 from llmrec.errors import ConfigError
 from llmrec.recommender.data import RunData, load_run_data
 from llmrec.recommender.options import TrainConfig
@@ -204,14 +204,19 @@ def _write_table(run_dir: Path, stem: str, title: str, config: TrainConfig, entr
         "protocol": config.protocol, "protocol_label": label, "model_variant": config.model_variant,
         "entries": entries, "notes": notes, "paired_tests": paired or [],
     })
+    # recorded, so that its reader (the run's report.md) checks it; stage "compare" or "ablate"
+    metrics = sorted({f"{MODEL_DIR}/{entry['name']}/metrics.json" for entry in entries})
+    record_stage(run_dir, "compare" if stem == "comparison" else "ablate", {"models": [e["name"] for e in entries]},
+                 {rel: run_artifact_digest(run_dir, rel) for rel in metrics},
+                 [f"{MODEL_DIR}/{stem}.md", f"{MODEL_DIR}/{stem}.json"])  # fmt: skip
 
 
 def compare_with_baselines(run_dir: Path | str, config: TrainConfig, name: str | None = None,
-                           compare: CompareConfig | None = None) -> list[dict[str, Any]]:
+                           compare: CompareConfig | None = None, data: RunData | None = None) -> list[dict[str, Any]]:
     """Train `config.model`, its baselines (and ablations when asked); write model/comparison.md/json."""
     run_dir = Path(run_dir)
     compare = compare or CompareConfig()
-    data = load_run_data(run_dir)
+    data = data if data is not None else load_run_data(run_dir)
     name = name or config.model
     plan = [(baseline, baseline_config(config, baseline), _slug(baseline))
             for baseline in compare.baselines if baseline != config.model]

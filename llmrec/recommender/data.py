@@ -3,8 +3,11 @@
 Models never parse files: this module turns the run's parquet/npy artifacts
 (docs/artifacts.md) into integer arrays and float32 feature matrices, and
 refuses bad inputs at the boundary with one-line `ArtifactError`s that name
-the file. Optional artifacts (LLM features, augmented edges, image features)
-may be absent; that is how the ablations and the plain baselines run.
+the file; every file is checked against the sha256 the manifest recorded
+(`artifacts.open_run_artifact`). Optional artifacts (LLM features, augmented
+edges, image features) may be absent; that is how the ablations and the plain
+baselines run. One that a stage recorded and that is gone is damage, not an
+ablation: reading it fails.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from llmrec import artifacts
-from llmrec.artifacts import load_npy, read_parquet, sha256_file
+from llmrec.artifacts import load_run_npy, read_run_parquet, run_artifact_digest, run_artifact_present
 from llmrec.data.tables import SPLITS, load_split
 from llmrec.errors import ArtifactError
 
@@ -58,8 +61,9 @@ def _check_ids(path: Path, column: str, ids: np.ndarray, bound: int) -> None:
         )
 
 
-def _read_feature(path: Path, expected_rows: int, node_type: str) -> np.ndarray:
-    array = load_npy(path)
+def _read_feature(run_dir: Path, relative: str, expected_rows: int, node_type: str) -> np.ndarray:
+    path = run_dir / relative
+    array = load_run_npy(run_dir, relative)
     if array.ndim != 2:
         raise ArtifactError(f"{path}: expected a 2-d array (rows x dim), got shape {array.shape}")
     if array.shape[0] != expected_rows:
@@ -75,8 +79,9 @@ def _read_feature(path: Path, expected_rows: int, node_type: str) -> np.ndarray:
     return array
 
 
-def _read_augmented(path: Path, n_users: int, n_items: int) -> np.ndarray:
-    frame = read_parquet(path, columns=["user", "liked", "disliked"])
+def _read_augmented(run_dir: Path, n_users: int, n_items: int) -> np.ndarray:
+    path = run_dir / artifacts.AUGMENTED_EDGES
+    frame = read_run_parquet(run_dir, artifacts.AUGMENTED_EDGES, columns=["user", "liked", "disliked"])
     complete = frame[["user", "liked", "disliked"]].dropna()
     if len(complete) < len(frame):
         logger.warning("%s: ignoring %d row(s) with a missing id", path, len(frame) - len(complete))
@@ -103,18 +108,17 @@ def load_run_data(run_dir: Path | str) -> RunData:
 
     features: dict[str, np.ndarray] = {}
     for name, (relative, node_type) in FEATURE_FILES.items():
-        path = run_dir / relative
-        if path.is_file():
-            features[name] = _read_feature(path, n_users if node_type == "user" else n_items, node_type)
+        if run_artifact_present(run_dir, relative):
+            features[name] = _read_feature(run_dir, relative, n_users if node_type == "user" else n_items, node_type)
             inputs.append(relative)
     augmented = np.zeros((0, 3), dtype=np.int64)
-    if (run_dir / artifacts.AUGMENTED_EDGES).is_file():
-        augmented = _read_augmented(run_dir / artifacts.AUGMENTED_EDGES, n_users, n_items)
+    if run_artifact_present(run_dir, artifacts.AUGMENTED_EDGES):
+        augmented = _read_augmented(run_dir, n_users, n_items)
         inputs.append(artifacts.AUGMENTED_EDGES)
     logger.info(
         "run %s: %d users, %d items, %s interactions; features %s; %d augmented triples",
         run_dir, n_users, n_items, {k: len(v) for k, v in interactions.items()},
         {k: v.shape[1] for k, v in features.items()} or "none", len(augmented),
     )
-    digests = {relative: sha256_file(run_dir / relative) for relative in inputs}
+    digests = {relative: run_artifact_digest(run_dir, relative) for relative in inputs}  # hashed once, when read
     return RunData(run_dir, n_users, n_items, interactions, features, augmented, digests)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from llmrec.artifacts import ITEMS, USERS, read_parquet
+from llmrec.artifacts import ITEMS, USERS, read_run_parquet
 from llmrec.errors import ArtifactError, ConfigError
 from llmrec.recommender.runner import load_trained
 
@@ -40,12 +40,12 @@ def recommend_for_user(run_dir: Path | str, name: str, original_user_id: str, k:
     run_dir = Path(run_dir)
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
-    users = read_parquet(run_dir / USERS, columns=["user", "original_id"])
+    users = read_run_parquet(run_dir, USERS, columns=["user", "original_id"])
     matches = users.loc[users["original_id"].astype(str) == str(original_user_id), "user"]
     if matches.empty:
         raise ArtifactError(f"{run_dir / USERS}: no user with original_id {original_user_id!r}")
     user = int(matches.iloc[0])
-    items = read_parquet(run_dir / ITEMS, columns=["item", "title", "year"]).sort_values("item")
+    items = read_run_parquet(run_dir, ITEMS, columns=["item", "title", "year"]).sort_values("item")
     trained = load_trained(run_dir, name, device)
     user_vectors, item_vectors = trained.model.final_representations()
     history = trained.data.train[trained.data.train[:, 0] == user, 1]

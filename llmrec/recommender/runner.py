@@ -21,8 +21,11 @@ import torch
 
 from llmrec.artifacts import (
     MODEL_DIR,
+    artifact_error,
     atomic_path,
+    open_run_artifact,
     read_json,
+    read_run_json,
     record_stage,
     stage_is_current,
     write_json,
@@ -31,7 +34,7 @@ from llmrec.artifacts import (
 from llmrec.errors import ArtifactError, ConfigError
 from llmrec.evaluation import Evaluator
 from llmrec.paths import inside_run
-from llmrec.recommender.checkpoints import load_checkpoint, save_checkpoint
+from llmrec.recommender.checkpoints import save_checkpoint
 from llmrec.recommender.data import RunData, load_run_data
 from llmrec.recommender.factory import build_model
 from llmrec.recommender.models import EmbeddingRecommender
@@ -168,7 +171,7 @@ def train_and_evaluate(run_dir: Path | str, config: TrainConfig, name: str | Non
     stage = f"train:{name}"
     if is_trained(run_dir, config, name, data):
         logger.info("%s: up to date (same options and inputs); reading %s", name, model_dir(run_dir, name))
-        return read_json(model_dir(run_dir, name) / "metrics.json")
+        return read_run_json(run_dir, f"{MODEL_DIR}/{name}/metrics.json")
     out_dir = model_dir(run_dir, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = str(torch_device(config.device))
@@ -218,8 +221,13 @@ class TrainedModel:
 
 def load_trained(run_dir: Path | str, name: str, device: str = "auto") -> TrainedModel:
     """Rebuild a saved model on the run's current artifacts, refusing ones it was not trained on."""
-    path = model_dir(run_dir, name) / "checkpoint.pt"
-    checkpoint = load_checkpoint(path)
+    path = model_dir(run_dir, name) / "checkpoint.pt"  # refuses a name outside the run
+    rel = f"{MODEL_DIR}/{name}/checkpoint.pt"
+    with open_run_artifact(run_dir, rel) as handle:  # checked against the manifest's record
+        try:
+            checkpoint = torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt/foreign files
+            raise artifact_error(run_dir, rel, f"not a readable llmrec checkpoint ({type(exc).__name__})") from None
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path}: checkpoint format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     config = dataclasses.replace(TrainConfig(**checkpoint["config"]), device=device, stop_after_epochs=None)

@@ -88,6 +88,9 @@ def test_audit_against_demographics(fresh_run: Path) -> None:
     users["age"] = pd.array([33] + [20] * (len(users) - 1), dtype="Int64")
     users["gender"] = ["M", "M"] + ["M"] * (len(users) - 2)
     users.to_parquet(fresh_run / "users.parquet", index=False)
+    prepare = artifacts.read_manifest(fresh_run)["stages"]["prepare"]  # the edited table stands in for prepare's
+    artifacts.record_stage(fresh_run, "prepare", prepare["params"], prepare["inputs"], list(prepare["outputs"]),
+                           prepare["stats"])  # fmt: skip
     audit = audit_profiles(fresh_run)
     age, gender = audit.fields
     # user 0: LLM 30 vs truth 33 -> both 25-34 (correct); user 2: LLM gave no age.
