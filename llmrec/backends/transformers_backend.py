@@ -293,13 +293,13 @@ class TransformersBackend(Backend):
             by_prompt.setdefault(request.prompt, []).append(index)
         next_token: list[_NextTokenPrompt] = []
         for prompt, indices in by_prompt.items():
-            continuations = [requests[i].continuation for i in indices]
+            # The prompt with the model's beginning-of-sequence token, the continuation on its own (lm-eval's way).
             ids = tokenizer(prompt, add_special_tokens=True, return_token_type_ids=False)["input_ids"]
-            suffixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
+            suffixes = [tokenizer(requests[i].continuation, add_special_tokens=False)["input_ids"] for i in indices]
             if len(ids) >= 2 and all(len(suffix) == 1 for suffix in suffixes) and not self._too_long(len(ids) + 1):
                 next_token.append(_NextTokenPrompt(ids, [suffix[0] for suffix in suffixes], indices))
             else:
-                yield from self._score_prompt(prompt, continuations, indices)
+                yield from self._score_prompt(ids, suffixes, indices)
         for batch in _shared_prefix_batches(next_token, self.score_batch_size):
             yield from self._score_next_tokens(batch)
 
@@ -338,15 +338,11 @@ class TransformersBackend(Backend):
                 value = float(logprobs[row, token])
                 yield index, Completion(score_text(value), SCORED, len(entry.ids), 1, latency)
 
-    def _score_prompt(self, prompt: str, continuations: list[str], indices: list[int]) -> Iterator[tuple[int, Completion]]:
-        """log P(continuation | prompt) for each continuation: the prompt once, its cache reused in batches."""
+    def _score_prompt(self, prefix: list[int], suffixes: list[list[int]], indices: list[int]) -> Iterator[tuple[int, Completion]]:
+        """log P(continuation | prompt) for each continuation (token ids): the prompt once, its cache reused in batches."""
         import torch
 
         started = time.perf_counter()
-        tokenizer = self._tokenizer
-        # The prompt with the model's beginning-of-sequence token, the continuation on its own (lm-eval's way).
-        prefix = tokenizer(prompt, add_special_tokens=True, return_token_type_ids=False)["input_ids"]
-        suffixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
         limit = getattr(self._model.config, "max_position_embeddings", None)
         too_long = [limit is not None and len(prefix) + len(ids) > limit for ids in suffixes]
         if not prefix or any(too_long):
