@@ -95,10 +95,10 @@ def read_vocabulary(gguf_path: str | Path) -> tuple[list[str], list[float], list
             raise ValueError(f"{gguf_path}: GGUF metadata has no {name}")
         return found
 
-    tokens = field("tokenizer.ggml.tokens")
+    tokens, score_field, type_field = (field(f"tokenizer.ggml.{name}") for name in ("tokens", "scores", "token_type"))
     pieces = [bytes(tokens.parts[index]).decode("utf-8", errors="replace") for index in tokens.data]
-    scores = [float(field("tokenizer.ggml.scores").parts[index][0]) for index in field("tokenizer.ggml.scores").data]
-    types = [int(field("tokenizer.ggml.token_type").parts[index][0]) for index in field("tokenizer.ggml.token_type").data]
+    scores = [float(score_field.parts[index][0]) for index in score_field.data]
+    types = [int(type_field.parts[index][0]) for index in type_field.data]
     if not len(pieces) == len(scores) == len(types):
         raise ValueError(f"{gguf_path}: tokens, scores and token types differ in length")
     return pieces, scores, types
