@@ -304,8 +304,12 @@ class TransformersBackend(Backend):
             yield from self._score_next_tokens(batch)
 
     def _too_long(self, n_tokens: int) -> bool:
-        limit = getattr(self._model.config, "max_position_embeddings", None)
+        """Whether `n_tokens` exceed the model's positions (a model without a limit takes any length)."""
+        limit = self._position_limit()
         return limit is not None and n_tokens > limit
+
+    def _position_limit(self) -> int | None:
+        return getattr(self._model.config, "max_position_embeddings", None)
 
     def _score_next_tokens(self, batch: list[_NextTokenPrompt]) -> Iterator[tuple[int, Completion]]:
         """log P(token | prompt) for prompts sharing a prefix: the prefix once, each prompt's tail beside the others."""
@@ -343,11 +347,10 @@ class TransformersBackend(Backend):
         import torch
 
         started = time.perf_counter()
-        limit = getattr(self._model.config, "max_position_embeddings", None)
-        too_long = [limit is not None and len(prefix) + len(ids) > limit for ids in suffixes]
+        too_long = [self._too_long(len(prefix) + len(ids)) for ids in suffixes]
         if not prefix or any(too_long):
             reason = "the prompt is empty and the tokenizer adds no start token" if not prefix else (
-                f"prompt + continuation exceed the model's {limit} positions")
+                f"prompt + continuation exceed the model's {self._position_limit()} positions")
             for index, ids, long in zip(indices, suffixes, too_long):
                 if not prefix or long:
                     yield index, Completion(f"cannot score: {reason}", FAILED, len(prefix), len(ids), 0.0)
